@@ -1,0 +1,1 @@
+"""Benchmarks; their figures are written to docs/."""

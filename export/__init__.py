@@ -1,0 +1,1 @@
+"""Export: checkpoint in, checked ONNX model bundle in the BentoML store out."""

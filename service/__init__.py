@@ -1,0 +1,1 @@
+"""Serving: the engine (no HTTP) and the BentoML service."""

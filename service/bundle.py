@@ -1,0 +1,129 @@
+"""Model bundles: the artifact the export stage writes and the engine serves.
+
+A bundle is a directory holding ONNX variants, the tokenizer (``tokenizer.json``) and a
+``manifest.json`` that names the task, the labels in logit order, the maximum sequence length,
+the variants with their parity figures, and the source checkpoint. Bundles live in the BentoML
+model store under the task's name (``sentiment``, ``topic``).
+
+This module must stay free of torch: the serving path imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+FORMAT_VERSION = 1
+
+
+class BundleError(Exception):
+    """A bundle is missing, incomplete or unusable; the message says what to fix."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Bundle":
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(
+                f"{path} is not a model bundle: it has no {MANIFEST}. "
+                "Make one with `textcls export <checkpoint> --task <task>`."
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        missing = [k for k in ("task", "labels", "max_length", "variants") if k not in manifest]
+        if missing:
+            raise BundleError(f"{manifest_path} lacks the keys {missing}; re-export the bundle.")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(
+                f"{manifest_path} has format_version {manifest.get('format_version')!r}; "
+                f"this version of textcls reads {FORMAT_VERSION}. Re-export the bundle."
+            )
+        bundle = cls(path=path, manifest=manifest)
+        if not (path / TOKENIZER).is_file():
+            raise BundleError(f"{path} has no {TOKENIZER}; re-export the bundle.")
+        return bundle
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest["max_length"])
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.manifest.get("pad_token_id", 0))
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["variants"]
+
+    @property
+    def cpu_variant(self) -> str:
+        return self.manifest.get("cpu_variant", "fp32")
+
+    @property
+    def gpu_variant(self) -> str | None:
+        return self.manifest.get("gpu_variant")
+
+    @property
+    def version(self) -> str:
+        """Short id of the source checkpoint, so a served prediction can be traced to it."""
+        return self.manifest.get("source", {}).get("sha256", "unknown")[:12]
+
+    def variant_path(self, name: str) -> Path:
+        if name not in self.variants:
+            raise BundleError(
+                f"bundle {self.path} has no variant {name!r}; it has {sorted(self.variants)}."
+            )
+        file = self.path / self.variants[name]["file"]
+        if not file.is_file():
+            raise BundleError(f"variant {name!r} of bundle {self.path} is missing its file {file.name}.")
+        return file
+
+
+def resolve_bundle(ref: str | Path) -> Bundle:
+    """A bundle from a directory path, or from the BentoML store by tag (``topic``, ``topic:v1``).
+
+    A bare task name means that task's latest bundle: the one ``bentoml serve`` would serve.
+    """
+    path = Path(ref)
+    if path.is_dir():
+        return Bundle.load(path)
+    ref = str(ref)
+    if "/" in ref or ref.startswith("."):
+        raise BundleError(f"no bundle directory at {ref}.")
+    import bentoml  # imported here: loading a bundle from a path needs no BentoML
+
+    tag = ref if ":" in ref else f"{ref}:latest"
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise BundleError(
+            f"no model {tag!r} in the BentoML store ({_store_path()}). Build one with "
+            f"`textcls export <checkpoint> --task {ref.split(':')[0]}` or `make models`."
+        ) from exc
+    return Bundle.load(model.path)
+
+
+def _store_path() -> str:
+    home = os.environ.get("BENTOML_HOME", os.path.expanduser("~/bentoml"))
+    return os.path.join(home, "models")

@@ -1,0 +1,198 @@
+"""The inference engine: texts in, predictions out. Knows nothing of HTTP.
+
+preprocess (tokenize, sort by length, pad per sub-batch) -> predict (ONNX Runtime) ->
+postprocess (softmax, map logits to labels). Padding waste is the biggest cost on CPU, so texts
+are sorted by token count and padded only to the longest text of each sub-batch; answers come
+back in the callers' order.
+
+Only tokenizers, numpy and onnxruntime are imported: the serving path never loads torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from service.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": self.score, "scores": self.scores}
+
+
+@dataclass
+class BatchResult:
+    predictions: list[Prediction]
+    tokenize_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    tokens: int = 0  # real tokens, special tokens included, padding excluded
+    padded_tokens: int = 0  # what the model was fed, padding included
+    truncated: list[bool] = field(default_factory=list)
+    logits: np.ndarray | None = None
+
+
+def available_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware), not the machine's total."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_provider(device: str = "auto") -> str:
+    """CUDA when asked or when onnxruntime-gpu sees a GPU, else CPU."""
+    available = ort.get_available_providers()
+    if device == "cuda":
+        if CUDA not in available:
+            raise BundleError(
+                "device=cuda was asked for, but onnxruntime offers no CUDAExecutionProvider "
+                f"(it has {available}); install onnxruntime-gpu on a machine with a GPU."
+            )
+        return CUDA
+    if device == "cpu":
+        return CPU
+    if device != "auto":
+        raise BundleError(f"device must be auto, cpu or cuda, not {device!r}.")
+    return CUDA if CUDA in available else CPU
+
+
+class Engine:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        variant: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        sub_batch_size: int = 8,
+    ) -> None:
+        if sub_batch_size < 1:
+            raise ValueError("sub_batch_size must be at least 1")
+        self.bundle = bundle
+        self.provider = choose_provider(device)
+        if variant is None:
+            variant = bundle.gpu_variant if self.provider == CUDA else bundle.cpu_variant
+            if variant is None:  # a bundle exported without a GPU variant
+                variant = bundle.cpu_variant
+        self.variant = variant
+        self.sub_batch_size = sub_batch_size
+        self.threads = threads or available_cores()
+
+        self.tokenizer = Tokenizer.from_file(str(bundle.path / TOKENIZER))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(bundle.max_length)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = [self.provider] if self.provider == CPU else [self.provider, CPU]
+        self.session = ort.InferenceSession(
+            str(bundle.variant_path(variant)), sess_options=options, providers=providers
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        log.info(
+            "engine for %s: variant=%s provider=%s threads=%d version=%s",
+            self.task, self.variant, self.session.get_providers()[0], self.threads, self.version,
+        )
+
+    @classmethod
+    def from_ref(cls, ref: str, **kwargs) -> "Engine":
+        return cls(resolve_bundle(ref), **kwargs)
+
+    @property
+    def task(self) -> str:
+        return self.bundle.task
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def run(self, texts: list[str]) -> BatchResult:
+        if not texts:
+            return BatchResult(predictions=[], logits=np.zeros((0, len(self.labels)), np.float32))
+        t0 = time.perf_counter()
+        encodings = self.tokenizer.encode_batch(list(texts))
+        tokenize_seconds = time.perf_counter() - t0
+
+        lengths = np.array([len(e.ids) for e in encodings])
+        order = np.argsort(lengths, kind="stable")
+        logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        padded = 0
+        t1 = time.perf_counter()
+        for start in range(0, len(texts), self.sub_batch_size):
+            idx = order[start : start + self.sub_batch_size]
+            feed = self._feed([encodings[i] for i in idx], int(lengths[idx].max()))
+            padded += feed["input_ids"].size
+            logits[idx] = self.session.run(None, feed)[0]
+        inference_seconds = time.perf_counter() - t1
+
+        return BatchResult(
+            predictions=self._postprocess(logits),
+            tokenize_seconds=tokenize_seconds,
+            inference_seconds=inference_seconds,
+            tokens=int(lengths.sum()),
+            padded_tokens=padded,
+            truncated=[bool(e.overflowing) for e in encodings],
+            logits=logits,
+        )
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        return self.run(texts).predictions
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        return self.run(texts).logits
+
+    def warmup(self) -> None:
+        """One batch of the largest shape we serve, so the first caller does not pay for it."""
+        self.run(["warm-up " * (self.bundle.max_length // 2)] * self.sub_batch_size + ["ok"])
+
+    def _feed(self, encodings, width: int) -> dict[str, np.ndarray]:
+        n = len(encodings)
+        ids = np.full((n, width), self.bundle.pad_token_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        return feed
+
+    def _postprocess(self, logits: np.ndarray) -> list[Prediction]:
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(shifted)
+        probs /= probs.sum(axis=1, keepdims=True)
+        labels = self.labels
+        out = []
+        for row in probs:
+            best = int(row.argmax())
+            out.append(
+                Prediction(
+                    label=labels[best],
+                    score=float(row[best]),
+                    scores={label: float(p) for label, p in zip(labels, row)},
+                )
+            )
+        return out

