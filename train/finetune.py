@@ -107,8 +107,11 @@ def train(config: TrainConfig) -> dict:
             label2id=label2id,
             ignore_mismatched_sizes=True,  # a checkpoint with another head gets a fresh one
         )
-    except OSError as exc:
-        raise UserError(f"could not load base model {base!r}: {exc}") from exc
+    except (OSError, ValueError) as exc:  # a missing dir reaches the hub client as a bad repo id
+        raise UserError(
+            f"could not load base model {base!r}: it is neither a checkpoint directory nor a hub "
+            f"id that could be fetched ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from exc
 
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=config.max_length)
@@ -151,8 +154,11 @@ def train(config: TrainConfig) -> dict:
     train_seconds = time.perf_counter() - t_train
 
     prediction = trainer.predict(eval_ds)
+    # Truth comes with the predictions: with group_by_length the Trainer's eval loader reorders
+    # the examples, so the file's label order would not line up with them.
     predicted = [labels[i] for i in prediction.predictions.argmax(axis=1)]
-    evaluation = evaluate(eval_data.labels, predicted, labels)
+    truth = [labels[i] for i in prediction.label_ids]
+    evaluation = evaluate(truth, predicted, labels)
 
     out.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(out))

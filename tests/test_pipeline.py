@@ -1,0 +1,116 @@
+"""train -> export -> evaluate on tiny random BERT and RoBERTa checkpoints (fixtures in conftest)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TASK_ARCH, demo_files
+from export.bundle_export import BOUNDS
+from textcls.cli import app
+
+runner = CliRunner()
+VARIANTS = ["fp32", "int8", "optimized", "fp16"]
+
+
+def test_training_learns_the_demo_task(tiny_checkpoints):
+    for task, ckpt in tiny_checkpoints.items():
+        info = json.loads((ckpt / "textcls_train.json").read_text())
+        # chance is 0.5 (sentiment) and 0.25 (topic): a model that learnt nothing fails here
+        assert info["eval"]["accuracy"] >= 0.8, (task, info["eval"])
+        config = json.loads((ckpt / "config.json").read_text())
+        assert config["model_type"] == TASK_ARCH[task]
+        assert list(config["id2label"].values()) == info["labels"]
+        for name in ("report.json", "report.md", "confusion_matrix.png"):
+            assert (ckpt / "report" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_every_variant_is_checked_against_pytorch(tiny_manifests, task):
+    manifest = tiny_manifests[task]
+    assert manifest["model_type"] == TASK_ARCH[task]
+    assert sorted(manifest["variants"]) == sorted(VARIANTS)
+    for name in VARIANTS:
+        variant = manifest["variants"][name]
+        assert variant["checked"] is True and variant["passed"] is True, (name, variant)
+        parity = variant["parity"]
+        assert parity["max_abs_logit_diff"] <= BOUNDS[name].max_abs_logit_diff, name
+        assert parity["label_agreement"] >= BOUNDS[name].min_label_agreement, name
+        assert 0.0 <= variant["accuracy"] <= 1.0
+    # fp32 is the reference export: it must match PyTorch to float noise, on every sample
+    assert manifest["variants"]["fp32"]["parity"]["max_abs_logit_diff"] < 1e-4
+    assert manifest["variants"]["fp32"]["parity"]["label_agreement"] == 1.0
+    assert manifest["cpu_variant"] in ("int8", "optimized", "fp32")
+    assert manifest["gpu_variant"] == "fp16"
+    assert len(manifest["source"]["sha256"]) == 64
+    assert {"torch", "transformers", "onnxruntime", "onnx"} <= set(manifest["versions"])
+    assert manifest["store_tag"].startswith(f"{task}:")
+
+
+def test_bundles_are_in_the_store(tiny_bundles, tiny_manifests):
+    for task, path in tiny_bundles.items():
+        stored = json.loads((path / "manifest.json").read_text())
+        assert stored["source"]["sha256"] == tiny_manifests[task]["source"]["sha256"]
+        assert (path / "model_int8.onnx").is_file() and (path / "tokenizer.json").is_file()
+
+
+def _evaluate(*args):
+    result = runner.invoke(app, ["evaluate", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def test_evaluate_the_served_bundle_matches_the_export_figures(tiny_bundles, tiny_manifests, tmp_path):
+    for task in tiny_bundles:
+        dev = demo_files(task)[1]
+        out = tmp_path / task
+        summary = _evaluate(task, "--data", dev, "--output", str(out))
+        manifest = tiny_manifests[task]
+        served = manifest["variants"][manifest["cpu_variant"]]
+        assert summary["accuracy"] == pytest.approx(served["accuracy"], abs=1e-4)
+        report = json.loads((out / "report.json").read_text())
+        assert report["n"] == summary["n"] and len(report["confusion_matrix"]) == len(manifest["labels"])
+        assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_evaluate_a_bundle_dir_variant_and_a_checkpoint(tiny_bundles, tiny_checkpoints, tiny_manifests, tmp_path):
+    dev = demo_files("sentiment")[1]
+    fp32 = _evaluate(str(tiny_bundles["sentiment"]), "--variant", "fp32", "--data", dev,
+                     "--output", str(tmp_path / "a"))
+    assert fp32["accuracy"] == pytest.approx(tiny_manifests["sentiment"]["variants"]["fp32"]["accuracy"], abs=1e-4)
+    torch_run = _evaluate(str(tiny_checkpoints["sentiment"]), "--data", dev, "--output", str(tmp_path / "b"))
+    assert torch_run["accuracy"] == pytest.approx(tiny_manifests["sentiment"]["pytorch"]["accuracy"], abs=1e-4)
+
+
+def test_export_refuses_a_variant_that_misses_its_bound(tiny_checkpoints, tmp_path, monkeypatch):
+    import bentoml
+
+    from export import bundle_export
+
+    before = len(bentoml.models.list("sentiment"))
+    # an int8 graph can never match PyTorch exactly: with a zero bound the export must refuse
+    monkeypatch.setitem(bundle_export.BOUNDS, "int8", bundle_export.Bound(0.0, 1.0))
+    result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                 "--variants", "fp32,int8", "--output", str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert "export refused" in result.output and "int8: max |Δlogit|" in result.output
+    assert len(bentoml.models.list("sentiment")) == before, "a refused bundle must not reach the store"
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["variants"]["int8"]["passed"] is False
+    assert manifest["variants"]["fp32"]["passed"] is True
+
+
+def test_export_without_eval_data_and_without_saving(tiny_checkpoints, tmp_path):
+    import bentoml
+
+    before = len(bentoml.models.list("topic"))
+    result = runner.invoke(app, ["export", str(tiny_checkpoints["topic"]), "--task", "topic",
+                                 "--variants", "fp32,optimized", "--no-save", "--output", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert sorted(manifest["variants"]) == ["fp32", "optimized"]
+    assert manifest["gpu_variant"] is None
+    assert "accuracy" not in manifest["variants"]["fp32"]  # nothing to measure it on: not claimed
+    assert len(bentoml.models.list("topic")) == before
