@@ -130,7 +130,7 @@ def _print_variants(manifest: dict) -> None:
         parity = v.get("parity", {})
         fmt = lambda x, f: "-" if x is None else format(x, f)
         table.add_row(
-            name, v.get("provider") or "unchecked", fmt(parity.get("max_abs_logit_diff"), ".2e"),
+            name, (v.get("provider") or "unchecked").replace("ExecutionProvider", ""), fmt(parity.get("max_abs_logit_diff"), ".2e"),
             fmt(parity.get("label_agreement"), ".3f"), fmt(v.get("accuracy"), ".4f"),
             fmt(v.get("throughput_seq_per_s"), ".0f"),
             {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "unchecked"}[v.get("passed")],
@@ -226,7 +226,8 @@ def _torch_predictor(path: Path):
 def build_defaults(
     force: bool = typer.Option(False, help="Rebuild even when the store already holds the model."),
     tasks: str = typer.Option("sentiment,topic", help="Comma-separated tasks to build."),
-    epochs: float = typer.Option(2.0, help="Passes over the demo data."),
+    epochs: float = typer.Option(3.0, help="Passes over the demo data."),
+    learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
 ) -> None:
     """Build the demo sentiment and topic models (offline base model, demo data) if missing."""
     from service.bundle import BundleError, resolve_bundle
@@ -244,7 +245,7 @@ def build_defaults(
         t0 = time.perf_counter()
         train(task=task, data=str(demo_path(task, "train")), eval_data=str(demo_path(task, "dev")),
               base_model=None, output=Path("checkpoints") / task, text_column="text", label_column="label",
-              max_length=128, epochs=epochs, learning_rate=5e-5, batch_size=16, seed=42, limit=None)
+              max_length=128, epochs=epochs, learning_rate=learning_rate, batch_size=16, seed=42, limit=None)
         export(checkpoint=Path("checkpoints") / task, task=task, eval_data=str(demo_path(task, "dev")),
                output=None, variants="fp32,int8,optimized,fp16", max_length=None, max_accuracy_drop=0.5,
                samples=64, text_column="text", label_column="label", save=True)
