@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from textcls.cli import app
 from textcls.errors import DataError
-from train.data import load_labelled
+from train.data import load_labelled, load_many
 
 runner = CliRunner()
 
@@ -114,3 +114,15 @@ def test_every_command_has_help():
     for command in ("train", "export", "evaluate", "build-defaults"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_several_training_files_are_used_together(tmp_path):
+    a = _csv(tmp_path / "a.csv", [("good", "positive")])
+    b = tmp_path / "b.jsonl"
+    b.write_text(json.dumps({"text": "bad", "label": "negative"}))
+    data = load_many([a, str(b)])
+    assert data.texts == ["good", "bad"] and data.labels == ["positive", "negative"]
+    assert "a.csv" in data.source and "b.jsonl" in data.source
+    assert load_many([a, str(b)], limit=1).texts == ["good"]
+    _fails(["train", "--task", "sentiment", "--data", a, "--data", str(tmp_path / "gone.csv")],
+           "gone.csv does not exist")

@@ -40,9 +40,10 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def train(
     task: str = typer.Option(..., help="Task name, e.g. sentiment or topic; the export stores the model under it."),
-    data: Optional[str] = typer.Option(None, help="Training data: CSV, JSONL or Parquet file with text and label "
-                                       "columns, or a hub dataset name (imdb, ag_news; needs a network). "
-                                       "Default: the project's demo set for sentiment/topic."),
+    data: Optional[list[str]] = typer.Option(None, help="Training data: CSV, JSONL or Parquet file with text "
+                                             "and label columns, or a hub dataset name (imdb, ag_news; needs a "
+                                             "network). Repeat to train on several together. Default: the "
+                                             "project's demo set for sentiment/topic."),
     eval_data: Optional[str] = typer.Option(None, help="Held-out file for the evaluation report. "
                                             "Default: the demo dev set with demo data, else 10% of --data."),
     base_model: Optional[str] = typer.Option(None, help="Hub id or local directory of a BERT/RoBERTa-like "
@@ -64,7 +65,7 @@ def train(
 
         if task not in ("sentiment", "topic"):
             _fail(UserError(f"no --data given and there is no demo set for task {task!r}."))
-        data = str(demo_path(task, "train"))
+        data = [str(demo_path(task, "train"))]
         eval_data = eval_data or str(demo_path(task, "dev"))
         console.print(f"no --data: training the demo model on {data}")
     output = output or Path("checkpoints") / task
@@ -243,7 +244,7 @@ def build_defaults(
                 pass
         console.rule(f"demo model: {task}")
         t0 = time.perf_counter()
-        train(task=task, data=str(demo_path(task, "train")), eval_data=str(demo_path(task, "dev")),
+        train(task=task, data=[str(demo_path(task, "train"))], eval_data=str(demo_path(task, "dev")),
               base_model=None, output=Path("checkpoints") / task, text_column="text", label_column="label",
               max_length=128, epochs=epochs, learning_rate=learning_rate, batch_size=16, seed=42, limit=None)
         export(checkpoint=Path("checkpoints") / task, task=task, eval_data=str(demo_path(task, "dev")),

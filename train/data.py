@@ -104,6 +104,18 @@ def load_labelled(
     )
 
 
+def load_many(sources: list[str], *, limit: int | None = None, **kwargs) -> LabelledData:
+    """Several files (or hub datasets) as one set, in the order given; `limit` caps the whole."""
+    if not sources:
+        raise DataError("no training data given.")
+    parts = [load_labelled(source, **kwargs) for source in sources]
+    return LabelledData(
+        texts=[t for p in parts for t in p.texts][:limit],
+        labels=[label for p in parts for label in p.labels][:limit],
+        source=" + ".join(p.source for p in parts),
+    )
+
+
 def check_trainable(data: LabelledData) -> None:
     if len(data.classes) < 2:
         raise DataError(

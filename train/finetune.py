@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from textcls.errors import UserError
 from textcls.tasks import label_order
-from train.data import LabelledData, check_known_labels, check_trainable, load_labelled
+from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
 from train.report import evaluate, write_report
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class TrainConfig(BaseModel):
     """Everything one fine-tuning run depends on; written next to the checkpoint."""
 
     task: str = Field(description="task name; becomes the model's name in the store at export")
-    data: str = Field(description="training file (CSV/JSONL/Parquet) or hub dataset name")
+    data: list[str] = Field(min_length=1, description="training files (CSV/JSONL/Parquet) or hub "
+                            "dataset names, used together")
     eval_data: str | None = Field(None, description="held-out file; default: 10% of data, stratified")
     output: Path = Field(description="checkpoint directory to write")
     base_model: str | None = Field(None, description="hub id or directory; default: offline MiniLM")
@@ -70,8 +71,8 @@ def _hash_file(path: str) -> str | None:
 def train(config: TrainConfig) -> dict:
     """Run one fine-tuning; returns the evaluation summary. Writes the checkpoint to config.output."""
     t_start = time.perf_counter()
-    data = load_labelled(config.data, text_column=config.text_column,
-                         label_column=config.label_column, limit=config.limit)
+    data = load_many(config.data, text_column=config.text_column,
+                     label_column=config.label_column, limit=config.limit)
     check_trainable(data)
     labels = label_order(config.task, data.classes)
     if config.eval_data:
@@ -170,7 +171,7 @@ def train(config: TrainConfig) -> dict:
         "labels": labels,
         "train_rows": len(data),
         "eval_rows": len(eval_data),
-        "data_sha256": _hash_file(config.data),
+        "data_sha256": {d: _hash_file(d) for d in config.data},
         "eval_data_sha256": _hash_file(config.eval_data) if config.eval_data else None,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
