@@ -107,10 +107,12 @@ class Engine:
         self.session = ort.InferenceSession(
             str(bundle.variant_path(variant)), sess_options=options, providers=providers
         )
+        # What ORT actually runs on: it falls back to CPU silently when CUDA fails to load.
+        self.provider = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         log.info(
             "engine for %s: variant=%s provider=%s threads=%d version=%s",
-            self.task, self.variant, self.session.get_providers()[0], self.threads, self.version,
+            self.task, self.variant, self.provider, self.threads, self.version,
         )
 
     @classmethod

@@ -17,6 +17,9 @@ _STORE = Path(tempfile.mkdtemp(prefix="textcls-test-store-"))
 os.environ["BENTOML_HOME"] = str(_STORE)
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never need a network; without these the hub clients wait for time-outs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 64

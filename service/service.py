@@ -1,0 +1,466 @@
+"""The BentoML service: ``POST /sentiment`` and ``POST /topic`` over the engine.
+
+A request goes through
+1. ``RequestGate`` (ASGI middleware): caps requests in flight, refuses oversized bodies (413) and
+   bodies that are not ``{"texts": [...]}`` within the limits (400/422), all before BentoML sees
+   them, and re-shapes every error BentoML itself answers into ``{"error", "type"}``;
+2. BentoML's parsing into ``TextsRequest`` (per request, so a bad request never joins a batch);
+3. BentoML's adaptive batcher (``@bentoml.api(batchable=True, ...)``), which concatenates the
+   texts of concurrent requests, calls ``_classify`` once per batch in a worker thread, and hands
+   each caller its slice; when the call raises, every caller in the batch gets the error
+   (bentoml/_internal/marshal/dispatcher.py:359-364);
+4. the engine: tokenize, sort by length, pad per sub-batch, ONNX Runtime, softmax.
+
+``build_service`` composes all of it from one ``ServiceSettings``; the module-level
+``TextClassifier`` is what ``bentoml serve`` and ``bentofile.yaml`` name. Nothing here imports
+torch.
+"""
+
+import itertools
+import json
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.responses import JSONResponse, RedirectResponse
+
+from service.engine import BatchResult, Engine
+from service.errors import ErrorType, ServiceError, from_status
+from service.metrics import get_metrics
+from service.settings import TASKS, ServiceSettings, is_bundle_path, load_settings
+
+# BentoML's server logging config sends "bentoml.*" to stdout at INFO and leaves the root logger
+# at WARNING (bentoml/_internal/log.py:103-124), so start-up facts must log under "bentoml".
+log = logging.getLogger("bentoml.textcls")
+
+ROUTES = {f"/{task}": task for task in TASKS}
+
+
+class Classifier(Protocol):
+    """What the service needs of an engine (service.engine.Engine, or a fake in tests)."""
+
+    task: str
+    labels: list[str]
+    provider: str
+    variant: str
+    version: str
+
+    def run(self, texts: list[str]) -> BatchResult: ...
+
+    def warmup(self) -> None: ...
+
+
+# (task, bundle ref, settings) -> engine; the real engine reads its task from the bundle
+EngineFactory = Callable[[str, str, ServiceSettings], Classifier]
+
+
+def make_engine(task: str, ref: str, settings: ServiceSettings) -> Engine:
+    return Engine.from_ref(
+        ref,
+        device=settings.device,
+        threads=settings.threads,
+        sub_batch_size=settings.sub_batch_size,
+    )
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="The most probable class.")
+    score: float = Field(description="Its probability.")
+    scores: dict[str, float] = Field(description="Every class's probability; they sum to 1.")
+
+
+class ReceivedText(str):
+    """A text that remembers when its request passed validation and which request it came from.
+
+    BentoML's batcher keeps its enqueue times to itself (dispatcher.py:103-108) but hands the batch
+    function the very objects the request parsed to (container.py:543-556), so stamping the texts is
+    how the batch function learns how long each request queued. Parsing happens right before the
+    request is queued (_bentoml_impl/server/app.py:785-805).
+    """
+
+    received_at: float
+    request_id: int
+    clipped: bool
+
+
+def request_model(settings: ServiceSettings) -> type[BaseModel]:
+    """The request body, its limits taken from the settings; also the OpenAPI schema at /docs."""
+    max_texts = settings.max_texts_per_request
+    max_chars = settings.max_chars_per_text
+    refuse = settings.overlong == "refuse"
+    request_ids = itertools.count()
+    item_schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if refuse:
+        item_schema["maxLength"] = max_chars
+    over_long = "refused" if refuse else "truncated to the limit"
+
+    class TextsRequest(BaseModel):
+        """Texts to classify; the answer has one prediction per text, in the same order."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        texts: list[str] = Field(
+            description=f"1 to {max_texts} non-empty texts; texts over {max_chars} characters "
+            f"are {over_long}.",
+            json_schema_extra={"minItems": 1, "maxItems": max_texts, "items": item_schema},
+            examples=[["a great film", "dull"]],
+        )
+
+        @field_validator("texts", mode="after")
+        @classmethod
+        def _limits(cls, texts: list[str]) -> list[str]:
+            if not texts:
+                raise PydanticCustomError("no_texts", "texts is empty; send at least one text")
+            if len(texts) > max_texts:
+                raise PydanticCustomError(
+                    "too_many_texts",
+                    "texts holds {count} texts; at most {limit} are accepted per request, "
+                    "so split it",
+                    {"count": len(texts), "limit": max_texts},
+                )
+            problems = []
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    problems.append(f"texts[{i}] is empty; send some non-space characters")
+                elif refuse and len(text) > max_chars:
+                    problems.append(
+                        f"texts[{i}] has {len(text)} characters; at most {max_chars} are accepted"
+                    )
+            if problems:
+                raise PydanticCustomError("bad_text", "; ".join(problems[:3]))
+            received_at = time.perf_counter()
+            request_id = next(request_ids)
+            stamped = []
+            for text in texts:
+                item = ReceivedText(text[:max_chars])
+                item.received_at, item.request_id = received_at, request_id
+                item.clipped = len(text) > max_chars
+                stamped.append(item)
+            return stamped
+
+    return TextsRequest
+
+
+OWN_MESSAGES = {"no_texts", "too_many_texts", "bad_text"}
+
+
+def validation_error(exc: ValidationError) -> ServiceError:
+    """One client-facing message for a request body that failed TextsRequest."""
+    errors = exc.errors(include_url=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        detail = errors[0]["msg"]
+        return ServiceError(
+            ErrorType.MALFORMED_REQUEST,
+            f"the body is not valid JSON ({detail}); send {{\"texts\": [\"...\"]}}",
+        )
+    parts = []
+    for e in errors[:3]:
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        if e["type"] in OWN_MESSAGES:  # they name the field themselves
+            parts.append(e["msg"])
+        elif e["type"] == "missing":
+            parts.append(f"{loc} is missing; the body must be {{\"texts\": [\"...\"]}}")
+        elif e["type"] == "model_type":
+            parts.append("the body must be a JSON object like {\"texts\": [\"...\"]}")
+        else:
+            parts.append(f"{loc or 'body'}: {e['msg']}")
+    if len(errors) > 3:
+        parts.append(f"and {len(errors) - 3} more problems")
+    return ServiceError(ErrorType.INVALID_INPUT, "; ".join(parts))
+
+
+# Content types we read as JSON: curl -d sends form-urlencoded unless told otherwise, and the
+# contract is JSON only, so anything else (multipart, BentoML's pickle) is refused.
+JSON_LIKE = {"", "application/json", "application/x-www-form-urlencoded", "text/plain"}
+
+
+class RequestGate:
+    """ASGI middleware in front of BentoML's routes (Service.add_asgi_middleware).
+
+    User middlewares sit inside BentoML's own and outside its routing
+    (_bentoml_impl/server/app.py:280-287), so every prediction request passes here first and every
+    response passes here last.
+    """
+
+    def __init__(self, app, *, settings: ServiceSettings, request_model: type[BaseModel]) -> None:
+        self.app = app
+        self.request_model = request_model
+        self.max_body = settings.max_body_bytes
+        self.max_in_flight = settings.max_concurrent_requests
+        self.in_flight = 0
+        self.metrics = get_metrics()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        task = ROUTES.get(path)
+        if task is not None and method == "POST":
+            return await self._predict(task, scope, receive, send)
+        if path == "/docs" and method in ("GET", "HEAD"):
+            # BentoML serves Swagger UI at / and the spec at /docs.json (app.py:195-213)
+            return await RedirectResponse("/", status_code=307)(scope, receive, send)
+        if path == "/readyz":
+            return await self.app(scope, receive, _ErrorShaper(send, readiness=True))
+        return await self.app(scope, receive, send)
+
+    async def _predict(self, task: str, scope, receive, send) -> None:
+        started = time.perf_counter()
+        if self.in_flight >= self.max_in_flight:
+            return await self._refuse(task, ServiceError(ErrorType.OVERLOADED), scope, send)
+        self.in_flight += 1
+        shaper = _ErrorShaper(send)
+        try:
+            try:
+                scope, body = await self._admit(scope, receive)
+            except ServiceError as err:
+                return await self._refuse(task, err, scope, send)
+            if body is None:  # the client went away while sending
+                return
+            await self.app(scope, _replay(body, receive), shaper)
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            if not shaper.started:
+                await shaper.send_error(ServiceError(ErrorType.INTERNAL))
+        finally:
+            self.in_flight -= 1
+        if shaper.error is not None:
+            self.metrics.count_error(task, shaper.error.type.value)
+        elif shaper.status is not None and shaper.status < 400:
+            self.metrics.observe_request(task, time.perf_counter() - started)
+
+    async def _admit(self, scope, receive) -> tuple[dict, bytes | None]:
+        """The request's JSON body if it is within the limits and valid; else a ServiceError."""
+        headers = dict(scope["headers"])
+        media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if media not in JSON_LIKE and not media.endswith("+json"):
+            raise ServiceError(
+                ErrorType.UNSUPPORTED_MEDIA_TYPE,
+                f"the body must be JSON (Content-Type: application/json), not {media}",
+            )
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                declared_size = int(declared)
+            except ValueError:
+                raise ServiceError(
+                    ErrorType.MALFORMED_REQUEST, "Content-Length is not a number"
+                ) from None
+            if declared_size > self.max_body:
+                raise self._too_large(declared_size)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return scope, None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._too_large(size)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if not body.strip():
+            raise ServiceError(
+                ErrorType.MALFORMED_REQUEST, "the body is empty; send {\"texts\": [\"...\"]}"
+            )
+        try:
+            self.request_model.model_validate_json(body)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        # BentoML would read form-urlencoded bodies as forms: tell it what the body is
+        rest = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        scope = {**scope, "headers": [*rest, (b"content-type", b"application/json")]}
+        return scope, body
+
+    def _too_large(self, size: int) -> ServiceError:
+        return ServiceError(
+            ErrorType.PAYLOAD_TOO_LARGE,
+            f"the body has {size} bytes or more; at most {self.max_body} are accepted, "
+            "so send fewer or shorter texts per request",
+        )
+
+    async def _refuse(self, task: str, err: ServiceError, scope, send) -> None:
+        self.metrics.count_error(task, err.type.value)
+        await _error_response(err)(scope, _no_receive, send)
+
+
+def _error_response(err: ServiceError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+
+
+async def _no_receive() -> dict:
+    return {"type": "http.disconnect"}
+
+
+def _replay(body: bytes, receive):
+    """A receive callable that yields the already-read body once, then defers to the client."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _ErrorShaper:
+    """Wraps ``send``: passes successes through, replaces any error response with our shape.
+
+    Only the status of BentoML's error is used; its body (which may carry exception text) is
+    dropped.
+    """
+
+    def __init__(self, send, *, readiness: bool = False) -> None:
+        self._send = send
+        self._readiness = readiness
+        self.status: int | None = None
+        self.error: ServiceError | None = None
+        self.started = False
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self.status >= 400:
+                self.error = from_status(self.status, readiness=self._readiness)
+                return
+            self.started = True
+        elif message["type"] == "http.response.body" and self.error is not None:
+            if not message.get("more_body", False) and not self.started:
+                await self.send_error(self.error)
+            return
+        await self._send(message)
+
+    async def send_error(self, err: ServiceError) -> None:
+        self.error, self.started = err, True
+        body = json.dumps(err.body()).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers += [(k.lower().encode(), v.encode()) for k, v in err.headers().items()]
+        await self._send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def build_service(
+    settings: ServiceSettings,
+    *,
+    engine_factory: EngineFactory = make_engine,
+    bentoml_config: dict[str, Any] | None = None,
+) -> bentoml.Service:
+    """The whole service from one settings object; tests pass a fake engine factory."""
+    texts_request = request_model(settings)
+    batching = dict(
+        batchable=True,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+        input_spec=texts_request,
+    )
+
+    def store_model(task: str) -> bentoml.models.BentoModel | None:
+        # A store tag becomes a class attribute so `bentoml build` packs the model into the Bento
+        # (_bentoml_sdk/service/factory.py:122-133); a directory is served as it is.
+        ref = settings.model_ref(task)
+        return None if is_bundle_path(ref) else bentoml.models.BentoModel(ref)
+
+    class TextClassifier:
+        """Sentiment and news-topic classification of short texts."""
+
+        sentiment_model = store_model("sentiment")
+        topic_model = store_model("topic")
+
+        def __init__(self) -> None:
+            self._ready = False
+            self.metrics = get_metrics()
+            self.engines: dict[str, Classifier] = {}
+            for task in TASKS:
+                ref, source = self._bundle_ref(task)
+                engine = engine_factory(task, ref, settings)
+                if engine.task != task:
+                    raise RuntimeError(
+                        f"TEXTCLS_{task.upper()}_MODEL={settings.model_ref(task)} is a "
+                        f"{engine.task!r} bundle, not a {task!r} one"
+                    )
+                self.engines[task] = engine
+                log.info(
+                    "%s: bundle %s (version %s), variant %s on %s, labels %s",
+                    task, source, engine.version, engine.variant, engine.provider, engine.labels,
+                )
+                self.metrics.set_model_info(
+                    task, version=engine.version, variant=engine.variant, provider=engine.provider
+                )
+                self.metrics.start_counters(task, engine.labels, [t.value for t in ErrorType])
+
+        def _bundle_ref(self, task: str) -> tuple[str, str]:
+            """The bundle directory for the engine, and how to name it in the log."""
+            if getattr(type(self), f"{task}_model") is None:
+                return settings.model_ref(task), settings.model_ref(task)
+            # resolves through BentoML's model store: inside a Bento, the Bento's own copy
+            stored = getattr(self, f"{task}_model")
+            return str(stored.path), f"{stored.tag} from the model store"
+
+        @bentoml.on_startup
+        def warm_up(self) -> None:
+            for task, engine in self.engines.items():
+                started = time.perf_counter()
+                engine.warmup()
+                log.info("%s: warm-up batch took %.3f s", task, time.perf_counter() - started)
+            self._ready = True
+
+        def __is_ready__(self) -> bool:
+            # /readyz answers 503 until this is true (_bentoml_impl/server/app.py:432-453)
+            return self._ready
+
+        @bentoml.api(route="/sentiment", **batching)
+        def sentiment(self, texts: list[str]) -> list[Prediction]:
+            """Sentiment of each text (negative/positive), in the order sent."""
+            return self._classify("sentiment", texts)
+
+        @bentoml.api(route="/topic", **batching)
+        def topic(self, texts: list[str]) -> list[Prediction]:
+            """News topic of each text, in the order sent."""
+            return self._classify("topic", texts)
+
+        def _classify(self, task: str, texts: list[str]) -> list[dict]:
+            """One model call for a batch BentoML assembled from concurrent requests."""
+            started = time.perf_counter()
+            waits: dict[int, float] = {}
+            for text in texts:
+                if isinstance(text, ReceivedText):
+                    waits.setdefault(text.request_id, started - text.received_at)
+            self.metrics.observe_queue(task, waits.values())
+            result = self.engines[task].run([str(text) for text in texts])
+            if len(result.predictions) != len(texts):
+                raise RuntimeError(
+                    f"{task} engine answered {len(result.predictions)} predictions "
+                    f"for {len(texts)} texts"
+                )
+            cut = sum(
+                1 for text, truncated in itertools.zip_longest(texts, result.truncated)
+                if truncated or getattr(text, "clipped", False)
+            )
+            self.metrics.observe_batch(task, result, truncated=cut)
+            return [p.to_dict() for p in result.predictions]
+
+    config: dict[str, Any] = {
+        # One worker whose engines use every core it may (settings.threads), and one thread for
+        # batches, so a sentiment batch and a topic batch never fight over the cores. Scale out
+        # with replicas.
+        "workers": 1,
+        "threads": 1,
+        **(bentoml_config or {}),
+    }
+    svc = bentoml.service(name="TextClassifier", **config)(TextClassifier)
+    svc.add_asgi_middleware(RequestGate, settings=settings, request_model=texts_request)
+    return svc
+
+
+TextClassifier = build_service(load_settings())

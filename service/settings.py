@@ -1,0 +1,165 @@
+"""Service settings: one pydantic-settings model read from ``TEXTCLS_*`` environment variables.
+
+The service module builds its settings when it is imported, which is when ``bentoml serve`` (or
+``bentoml build``) starts: a bad value stops the server before it binds a port, with a message
+that names the variable. docs/service.md lists every field; a test keeps that table in sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TEXTCLS_"
+TASKS = ("sentiment", "topic")
+
+log = logging.getLogger("bentoml.textcls")
+
+# BentoML tag syntax: a lowercase name, optionally ":version" (bentoml/_internal/tag.py).
+_NAME = r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?"
+_VERSION = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_TAG = re.compile(rf"^{_NAME}(?::{_VERSION})?$")
+
+
+def available_cores() -> int:
+    """Cores this process may run on: honours taskset and cpusets, not CFS quotas (k8s limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def is_bundle_path(ref: str) -> bool:
+    """A model ref names a directory when it looks like a path; otherwise it is a store tag."""
+    return "/" in ref or ref.startswith((".", "~"))
+
+
+class ServiceSettings(BaseSettings):
+    """Everything an operator can tune, each field read from ``TEXTCLS_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    sentiment_model: str = Field(
+        default="sentiment",
+        description="Bundle served at POST /sentiment: a BentoML model store tag (`sentiment`, "
+        "`sentiment:VERSION`; the latest version when none is given), packed into the Bento, or "
+        "a bundle directory (a value containing `/`), which is served but not packed.",
+    )
+    topic_model: str = Field(
+        default="topic",
+        description="Bundle served at POST /topic; same forms as TEXTCLS_SENTIMENT_MODEL.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Execution provider: `auto` picks CUDA (with the bundle's GPU variant) when "
+        "onnxruntime-gpu sees a GPU, else CPU (with the CPU variant); `cuda` fails at start-up "
+        "when no GPU is usable.",
+    )
+    threads: int = Field(
+        default_factory=available_cores,
+        ge=1,
+        description="ONNX Runtime intra-op threads per model. Default: the cores this process may "
+        "use (os.sched_getaffinity). Under a Kubernetes CPU limit set it to the limit: affinity "
+        "does not see CFS quotas.",
+    )
+    sub_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Texts per ONNX Runtime call inside one batch, after sorting by length; 8 "
+        "was fastest on CPU (architecture.md: 157 texts/s vs 72 for unsorted batches of 32).",
+    )
+    max_batch_size: int = Field(
+        default=64,
+        ge=2,  # BentoML rejects max_batch_size <= 1 (_bentoml_sdk/method.py:64)
+        le=4096,
+        description="Most texts BentoML's adaptive batcher puts into one model call, across "
+        "concurrent requests. A request with more texts is split over batches.",
+    )
+    max_latency_ms: int = Field(
+        default=2000,
+        ge=10,
+        description="BentoML's batching latency bound. The dispatcher answers 503 to requests it "
+        "predicts would miss it, so this is the shedding threshold, not a target: 2000 ms is 6x "
+        "the p50 measured at 32 connections (323 ms); 200 ms shed most requests there.",
+    )
+    max_texts_per_request: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Most texts one request may carry; more is answered 422.",
+    )
+    max_chars_per_text: int = Field(
+        default=10_000,
+        ge=1,
+        description="Characters per text beyond which a text is over-long (see TEXTCLS_OVERLONG). "
+        "Bounds tokenizer work; 512 tokens of English are about 2,500 characters.",
+    )
+    overlong: Literal["truncate", "refuse"] = Field(
+        default="truncate",
+        description="What to do with a text over TEXTCLS_MAX_CHARS_PER_TEXT: `truncate` cuts it "
+        "to the limit, `refuse` answers 422. Either way the model reads at most its max_length "
+        "tokens (counted in textcls_truncated_texts_total).",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body in bytes; larger bodies are answered 413 before they "
+        "are parsed.",
+    )
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Prediction requests one worker holds at once (queued or running); more are "
+        "answered 503 at once instead of queueing without bound.",
+    )
+
+    @field_validator("sentiment_model", "topic_model")
+    @classmethod
+    def _model_ref(cls, ref: str) -> str:
+        ref = ref.strip()
+        if is_bundle_path(ref):
+            path = Path(ref).expanduser()
+            if not path.is_dir():
+                raise ValueError(f"no bundle directory at {ref}")
+            return str(path)
+        if not _TAG.match(ref):
+            raise ValueError(
+                f"{ref!r} is neither a model store tag (name or name:version) nor a path "
+                "(a bundle directory path must contain '/')"
+            )
+        return ref
+
+    def model_ref(self, task: str) -> str:
+        return getattr(self, f"{task}_model")
+
+
+class SettingsError(Exception):
+    """Invalid TEXTCLS_* settings; the message names each variable and what is wrong with it."""
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides) -> ServiceSettings:
+    """Settings from the environment (overrides win), failing with one line per bad variable."""
+    known = {env_name(f) for f in ServiceSettings.model_fields}
+    for name in sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known):
+        # not fatal: other textcls stages may read their own TEXTCLS_ variables
+        log.warning("%s is not a service setting and is ignored; docs/service.md lists them", name)
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            value = os.environ.get(env_name(field), err.get("input"))
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {env_name(field)}={value!s}: {message}")
+        raise SettingsError("invalid service settings:\n" + "\n".join(lines)) from None

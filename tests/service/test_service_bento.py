@@ -1,0 +1,74 @@
+"""The serving path stays free of torch, and `bentoml build` packs a Bento offline with both
+models, only the serving code and only the serving dependencies."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BENTOML = Path(sys.executable).with_name("bentoml")
+TRAINING_ONLY = ("torch", "transformers", "optimum", "datasets", "accelerate")
+
+SERVING_PATH = """
+import sys
+import service.service as s
+from service.engine import Engine
+s.TextClassifier.to_asgi()  # what a bentoml worker builds
+engine = Engine.from_ref(sys.argv[1], device="cpu")
+engine.warmup()
+assert len(engine.predict(["a great film", "dull"])) == 2
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {names})
+assert not loaded, f"the serving path imported {{loaded}}"
+print("ok")
+"""
+
+
+def test_serving_path_never_imports_torch(tiny_bundles):
+    code = SERVING_PATH.format(names=set(TRAINING_ONLY))
+    result = subprocess.run([sys.executable, "-c", code, str(tiny_bundles["sentiment"])],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_bentoml_build_packs_both_models_and_only_the_serving_code(tiny_bundles, tmp_path):
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
+    result = subprocess.run([str(BENTOML), "build", "-o", "tag", "."], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    tag = re.search(r"__tag__:(\S+)", result.stdout).group(1)
+    name, version = tag.split(":")
+    bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    (service,) = info["services"]  # models the service declares are listed under it
+    declared = {m["tag"] for m in service["models"]}
+    assert {t.split(":")[0] for t in declared} == {"sentiment", "topic"}
+    # the store keeps models beside the Bento; `bentoml export` (and containerize) packs them in
+    archive = tmp_path / "textcls.bento"
+    exported = subprocess.run([str(BENTOML), "export", tag, str(archive)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    with tarfile.open(archive) as tar:
+        members = set(tar.getnames())
+    for model_tag in declared:
+        task, model_version = model_tag.split(":")
+        packed = f"./models/{task}/{model_version}/manifest.json"
+        assert packed in members, f"{model_tag} is not in the exported Bento"
+
+    sources = sorted(str(p.relative_to(bento / "src")) for p in (bento / "src").rglob("*")
+                     if p.is_file())
+    assert "service/service.py" in sources and "service/engine.py" in sources
+    assert all(p.startswith("service/") or p == "bentofile.yaml" for p in sources), sources
+
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    required = {re.split(r"[=<>~\[ ]", line)[0].strip().lower()
+                for line in requirements.splitlines() if line.strip() and not line.startswith("#")}
+    assert {"bentoml", "onnxruntime", "tokenizers", "pydantic-settings"} <= required
+    assert not required & set(TRAINING_ONLY), required

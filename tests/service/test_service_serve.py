@@ -1,0 +1,135 @@
+"""A real `bentoml serve` process on the tiny bundles: readiness, concurrent requests, errors at
+the real server, and the metric names on BentoML's /metrics (multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.bundle import Bundle
+from service.metrics import CATALOGUE
+
+ROOT = Path(__file__).resolve().parents[2]
+BENTOML = Path(sys.executable).with_name("bentoml")
+READY_TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"not ready after {READY_TIMEOUT}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundles, tmp_path_factory):
+    """`bentoml serve` of the project on a free port; the store (BENTOML_HOME) holds the tiny
+    `sentiment` and `topic` bundles, which the default settings name."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "TEXTCLS_THREADS": "1",
+           "TEXTCLS_MAX_BODY_BYTES": "65536"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(BENTOML), "serve", "service.service:TextClassifier",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, log)
+        yield url, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the server's own process group
+            proc.wait(timeout=10)
+
+
+def test_serves_concurrent_requests_one_prediction_per_text_in_order(server, tiny_bundles):
+    url, log = server
+    labels = {task: set(Bundle.load(path).labels) for task, path in tiny_bundles.items()}
+    jobs = [(task, [f"request {i} text {j} " + "word " * (i + j) for j in range(1 + i % 3)])
+            for i in range(24) for task in ("sentiment", "topic")]
+
+    def call(job):
+        task, texts = job
+        return httpx.post(f"{url}/{task}", json={"texts": texts}, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(call, jobs))
+    for (task, texts), response in zip(jobs, responses, strict=True):
+        assert response.status_code == 200, response.text
+        predictions = response.json()
+        assert len(predictions) == len(texts)
+        for p in predictions:
+            assert p["label"] in labels[task] and set(p["scores"]) == labels[task]
+    # the same text answers the same whether it came alone or in someone's batch
+    alone = httpx.post(f"{url}/topic", json={"texts": [jobs[5][1][0]]}, timeout=30).json()[0]
+    assert alone["label"] == responses[5].json()[0]["label"]
+    assert "variant" in log.read_text() and "CPUExecutionProvider" in log.read_text()
+
+
+def test_errors_at_the_real_server_keep_the_shape_and_the_server_up(server):
+    url, _ = server
+    invalid = httpx.post(f"{url}/sentiment", json={"texts": ["fine", ""]}, timeout=30)
+    assert invalid.status_code == 422 and invalid.json()["type"] == "invalid_input"
+    huge = httpx.post(f"{url}/sentiment", json={"texts": ["x" * 100_000]}, timeout=30)
+    assert huge.status_code == 413 and huge.json()["type"] == "payload_too_large"
+    # what the README shows: curl -d without a Content-Type
+    curl_like = httpx.post(f"{url}/sentiment", content=b'{"texts": ["a great film", "dull"]}',
+                           headers={"content-type": "application/x-www-form-urlencoded"},
+                           timeout=30)
+    assert curl_like.status_code == 200 and len(curl_like.json()) == 2
+    assert httpx.get(f"{url}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{url}/docs", timeout=10).status_code == 307
+    spec = httpx.get(f"{url}/docs.json", timeout=10).json()
+    assert {"/sentiment", "/topic"} <= set(spec["paths"])
+
+
+def test_metrics_carry_every_textcls_metric_labelled_by_task(server):
+    url, _ = server
+    httpx.post(f"{url}/topic", json={"texts": ["markets rallied", "the match ended 2-1"]},
+               timeout=30)
+    httpx.post(f"{url}/topic", json={"texts": 5}, timeout=30)
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    names = {s.name for s in samples}
+    for name, (kind, _, _) in CATALOGUE.items():
+        expected = f"textcls_{name}" + ("_bucket" if kind == "histogram" else "")
+        assert expected in names, f"{expected} missing from /metrics"
+    assert "bentoml_service_adaptive_batch_size_bucket" in names  # BentoML's own are still there
+    info = [s for s in samples if s.name == "textcls_model_info"]
+    assert {s.labels["task"] for s in info} == {"sentiment", "topic"}
+    assert all(s.labels["provider"] == "CPUExecutionProvider" and s.value == 1 for s in info)
+    errors = [s for s in samples if s.name == "textcls_request_errors_total"]
+    assert any(s.labels == {"task": "topic", "type": "invalid_input"} for s in errors)
+    batched = sum(s.value for s in samples
+                  if s.name == "textcls_batch_size_sum" and s.labels["task"] == "topic")
+    assert batched >= 2
