@@ -5,6 +5,8 @@ Variants (names as in manifest.json):
 - ``int8``: dynamic int8 quantization (per-channel) of the *unfused* fp32 graph.
 - ``optimized``: the ORT transformer-optimized fp32 graph (fused attention, layer norms).
 - ``fp16``: the same fusions in fp16, for the CUDA execution provider.
+- ``explain``: fp32 with the attention probabilities of every layer as a second output, for
+  explanations (`export/explain_export.py`); never served for predictions.
 
 Each variant is run through the serving engine (so tokenizer drift is caught too) and compared
 with PyTorch on sample texts; with evaluation data, its accuracy is compared with PyTorch's.
@@ -33,7 +35,7 @@ from train.data import check_known_labels, load_labelled
 
 log = logging.getLogger(__name__)
 
-ALL_VARIANTS = ("fp32", "int8", "optimized", "fp16")
+ALL_VARIANTS = ("fp32", "int8", "optimized", "fp16", "explain")
 CPU_CANDIDATES = ("int8", "optimized", "fp32")
 
 
@@ -51,6 +53,7 @@ BOUNDS = {
     "optimized": Bound(1e-2, 1.0),
     "fp16": Bound(0.1, 0.98),
     "int8": Bound(2.0, 0.95),
+    "explain": Bound(1e-3, 1.0),  # the fp32 model with extra outputs: float noise only
 }
 
 
@@ -99,11 +102,18 @@ def export(config: ExportConfig, progress=None) -> dict:
     _optimum_export(ckpt, out)
     timings["onnx_export_seconds"] = round(time.perf_counter() - t0, 1)
     files = {"fp32": "model.onnx", "int8": "model_int8.onnx",
-             "optimized": "model_optimized.onnx", "fp16": "model_fp16.onnx"}
+             "optimized": "model_optimized.onnx", "fp16": "model_fp16.onnx",
+             "explain": "model_explain.onnx"}
+    built = {}
     t0 = time.perf_counter()
     for v in variants[1:]:
         step(f"building the {v} variant")
-        _build_variant(v, out / files["fp32"], out / files[v])
+        t1 = time.perf_counter()
+        if v == "explain":
+            built[v] = _build_explain(ckpt, out / files["fp32"], out / files[v], samples, max_length)
+            timings["explain_seconds"] = round(time.perf_counter() - t1, 1)
+        else:
+            _build_variant(v, out / files["fp32"], out / files[v])
     timings["variants_seconds"] = round(time.perf_counter() - t0, 1)
 
     manifest = {
@@ -116,7 +126,8 @@ def export(config: ExportConfig, progress=None) -> dict:
         "source": {"checkpoint": str(ckpt.resolve()), "sha256": _hash_dir(ckpt),
                    "base_model": train_info.get("base_model")},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "variants": {v: {"file": files[v], "device": "gpu" if v == "fp16" else "cpu"} for v in variants},
+        "variants": {v: {"file": files[v], "device": "gpu" if v == "fp16" else "cpu", **built.get(v, {})}
+                     for v in variants},
         "cpu_variant": "fp32",
         "gpu_variant": "fp16" if "fp16" in variants else None,
         "versions": _versions(),
@@ -246,6 +257,16 @@ def _optimum_export(ckpt: Path, out: Path) -> None:
     main_export(str(ckpt), output=str(out), task="text-classification", do_validation=False)
     if not (out / TOKENIZER).is_file():
         raise UserError(f"{ckpt} has no fast tokenizer (tokenizer.json could not be written).")
+
+
+def _build_explain(ckpt: Path, fp32: Path, target: Path, samples: list[str], max_length: int) -> dict:
+    import onnx
+
+    from export.explain_export import build_explain_variant
+
+    inputs = [i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input]
+    figures = build_explain_variant(ckpt, target, input_names=inputs, texts=samples, max_length=max_length)
+    return {"attention_parity": figures}
 
 
 def _build_variant(variant: str, fp32: Path, target: Path) -> None:

@@ -145,13 +145,13 @@ class Engine:
         t1 = time.perf_counter()
         for start in range(0, len(texts), self.sub_batch_size):
             idx = order[start : start + self.sub_batch_size]
-            feed = self._feed([encodings[i] for i in idx], int(lengths[idx].max()))
+            feed = self.feed([encodings[i] for i in idx], int(lengths[idx].max()))
             padded += feed["input_ids"].size
             logits[idx] = self.session.run(None, feed)[0]
         inference_seconds = time.perf_counter() - t1
 
         return BatchResult(
-            predictions=self._postprocess(logits),
+            predictions=self.postprocess(logits),
             tokenize_seconds=tokenize_seconds,
             inference_seconds=inference_seconds,
             tokens=int(lengths.sum()),
@@ -170,7 +170,7 @@ class Engine:
         """One batch of the largest shape we serve, so the first caller does not pay for it."""
         self.run(["warm-up " * (self.bundle.max_length // 2)] * self.sub_batch_size + ["ok"])
 
-    def _feed(self, encodings, width: int) -> dict[str, np.ndarray]:
+    def feed(self, encodings, width: int) -> dict[str, np.ndarray]:
         n = len(encodings)
         ids = np.full((n, width), self.bundle.pad_token_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
@@ -182,7 +182,7 @@ class Engine:
             feed["token_type_ids"] = np.zeros_like(ids)
         return feed
 
-    def _postprocess(self, logits: np.ndarray) -> list[Prediction]:
+    def postprocess(self, logits: np.ndarray) -> list[Prediction]:
         shifted = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(shifted)
         probs /= probs.sum(axis=1, keepdims=True)

@@ -22,12 +22,22 @@ def engine(request, tiny_bundles):
     return Engine(Bundle.load(tiny_bundles[request.param]), device="cpu", sub_batch_size=2)
 
 
-def test_answers_come_back_in_input_order(engine):
+@pytest.mark.parametrize("task", ["sentiment", "topic"])
+def test_answers_come_back_in_input_order(tiny_bundles, task):
+    # fp32: dynamic int8 picks its activation scale per tensor, so its logits move a little with
+    # the batch a text shares (labels agree; see the next tests); fp32 must not move at all.
+    engine = Engine(Bundle.load(tiny_bundles[task]), variant="fp32", device="cpu", sub_batch_size=2)
     together = engine.logits(TEXTS)
     alone = np.concatenate([engine.logits([t]) for t in TEXTS])
     # each text alone has no padding; in a sorted, padded sub-batch it must score the same,
     # which also proves the padding id and attention mask are right (RoBERTa pads with 1)
     np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_the_served_variant_labels_do_not_depend_on_batch_neighbours(engine):
+    together = [p.label for p in engine.predict(TEXTS)]
+    alone = [engine.predict([t])[0].label for t in TEXTS]
+    assert together == alone
 
 
 def test_probabilities_are_a_distribution_over_the_labels(engine):

@@ -12,7 +12,7 @@ from export.bundle_export import BOUNDS
 from textcls.cli import app
 
 runner = CliRunner()
-VARIANTS = ["fp32", "int8", "optimized", "fp16"]
+VARIANTS = ["fp32", "int8", "optimized", "fp16", "explain"]
 
 
 def test_training_learns_the_demo_task(tiny_checkpoints):

@@ -94,7 +94,7 @@ def export(
     eval_data: Optional[str] = typer.Option(None, help="Labelled file: every variant's accuracy is measured "
                                             "and must stay within --max-accuracy-drop of PyTorch's."),
     output: Optional[Path] = typer.Option(None, help="Bundle directory. Default: bundles/<task>."),
-    variants: str = typer.Option("fp32,int8,optimized,fp16", help="Comma-separated variants to build; "
+    variants: str = typer.Option("fp32,int8,optimized,fp16,explain", help="Comma-separated variants to build; "
                                  "fp32 is always built (the others derive from it)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per text. Default: the training length."),
     max_accuracy_drop: float = typer.Option(0.5, help="Accuracy points a variant may lose against PyTorch."),
@@ -223,6 +223,93 @@ def _torch_predictor(path: Path):
     return predict, labels, f"{path.name}-pytorch"
 
 
+@app.command()
+def explain(
+    text: str = typer.Argument(..., help="The text to explain."),
+    task: Optional[str] = typer.Option(None, help="Task whose latest bundle in the BentoML store explains "
+                                       "(what `bentoml serve` serves): sentiment, topic, ..."),
+    model: Optional[str] = typer.Option(None, help="A bundle directory or store tag (topic:VERSION) "
+                                        "instead of --task."),
+    layer: int = typer.Option(-1, help="Layer whose attention the heatmap shows: 0 is the first, -1 the last."),
+    head: Optional[int] = typer.Option(None, help="Attention head for the heatmap. Default: the mean of "
+                                       "the layer's heads."),
+    output: Optional[Path] = typer.Option(None, help="PNG path. Default: reports/explain-<task>.png."),
+    top: int = typer.Option(5, help="How many top tokens (attention rollout) to print."),
+) -> None:
+    """Explain one prediction: attention heatmap of a layer/head plus attention-rollout weights per
+    token (PNG), computed by the bundle's ONNX explain variant; prints the label and top tokens."""
+    from service.bundle import BundleError, resolve_bundle
+    from service.explain import ExplainError, Explainer
+
+    if (task is None) == (model is None):
+        _fail(UserError("give either --task or --model (a bundle directory or store tag)."))
+    if top < 1:
+        _fail(UserError(f"--top must be at least 1, not {top}."))
+    try:
+        explainer = Explainer(resolve_bundle(model or task))
+        explanation = explainer.explain(text, layer=layer, head=head)
+    except (BundleError, ExplainError) as exc:
+        _fail(exc)
+    output = output or Path("reports") / f"explain-{explainer.task}.png"
+    _plot_explanation(explanation, output, f"{explainer.task} ({explainer.layers} layers, "
+                                           f"{explainer.heads} heads)")
+    print(f"label: {explanation.label} ({explanation.score:.3f})")
+    print(f"top tokens ({explanation.method}):")
+    for item in explanation.top_tokens(top):
+        print(f"  {item.weight:.3f}  {item.token}")
+    if explanation.truncated:
+        console.print(f"[yellow]note:[/] the text was cut at {explainer.bundle.max_length} tokens; "
+                      "the rest was not seen by the model.")
+    console.print(f"heatmap: {output}")
+
+
+def _plot_explanation(explanation, path: Path, model_name: str) -> None:
+    """Attention heatmap (query rows x key columns) over a strip of rollout weights, sharing the
+    token axis so a column of the heatmap sits above its token's weight."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display here or in CI
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(explanation.tokens)
+    # ~0.28 inch per token keeps the rotated labels apart; small fonts only for long texts
+    cell = 0.28
+    font = 9 if n <= 40 else 7 if n <= 80 else 5
+    side = max(4.0, cell * n)
+    fig = plt.figure(figsize=(side + 2.6, side + 3.2))
+    # spacing is a fraction of the mean axis size: keep the gaps ~0.15 inch at any length
+    grid = fig.add_gridspec(2, 2, height_ratios=[side, 0.5], width_ratios=[side, 0.25],
+                            hspace=0.3 / (side + 0.5), wspace=0.3 / (side + 0.25))
+    heat, strip = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])
+    bar = fig.add_subplot(grid[0, 1])
+    labels = [t.replace("$", r"\$") for t in explanation.tokens]  # '$' would start mathtext
+
+    image = heat.imshow(explanation.attention, cmap="viridis", vmin=0.0, aspect="auto")
+    heat.set_yticks(range(n), labels, fontsize=font)
+    heat.set_xticks(range(n), [""] * n)
+    heat.set_ylabel("query token (attends ...)")
+    head = "mean of heads" if explanation.head is None else f"head {explanation.head}"
+    heat.set_title(f"{model_name}: {explanation.label} ({explanation.score:.2f})\n"
+                   f"attention, layer {explanation.layer}, {head}", fontsize=10)
+    fig.colorbar(image, cax=bar, label="attention probability")
+
+    weights = np.asarray(explanation.weights)[None, :]
+    strip.imshow(weights, cmap="Oranges", vmin=0.0, aspect="auto")
+    strip.set_xticks(range(n), labels, rotation=90, fontsize=font)
+    strip.set_yticks([0], ["rollout"], fontsize=font)
+    strip.set_xlabel("key token (... to); bottom row: attention-rollout weight (special tokens 0)")
+    if n <= 40:
+        dark = 0.6 * float(weights.max())
+        for i, w in enumerate(explanation.weights):
+            if not explanation.special[i]:
+                strip.text(i, 0, f"{w:.2f}".lstrip("0"), ha="center", va="center", fontsize=6,
+                           color="white" if w > dark else "black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 @app.command("build-defaults")
 def build_defaults(
     force: bool = typer.Option(False, help="Rebuild even when the store already holds the model."),
@@ -248,7 +335,7 @@ def build_defaults(
               base_model=None, output=Path("checkpoints") / task, text_column="text", label_column="label",
               max_length=128, epochs=epochs, learning_rate=learning_rate, batch_size=16, seed=42, limit=None)
         export(checkpoint=Path("checkpoints") / task, task=task, eval_data=str(demo_path(task, "dev")),
-               output=None, variants="fp32,int8,optimized,fp16", max_length=None, max_accuracy_drop=0.5,
+               output=None, variants="fp32,int8,optimized,fp16,explain", max_length=None, max_accuracy_drop=0.5,
                samples=64, text_column="text", label_column="label", save=True)
         console.print(f"{task}: built in {time.perf_counter() - t0:.0f}s")
 

@@ -1,0 +1,252 @@
+"""Explanations from the bundle's `explain` variant, on the tiny BERT and RoBERTa bundles (conftest):
+the export's checks, shapes, normalisation, agreement with the served variant, the CLI, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, TASK_ARCH
+from export.bundle_export import CPU_CANDIDATES
+from export.explain_export import MAX_ATTENTION_DIFF
+from service.bundle import Bundle, BundleError
+from service.engine import Engine
+from service.explain import ExplainError, Explainer, attention_rollout
+from textcls.cli import app
+
+runner = CliRunner()
+
+TEXTS = [
+    "a wonderful, moving film",
+    "dull",
+    "The plot made no sense and the acting was wooden; I left before the end of this mess.",
+    "Markets rallied as tech shares climbed",
+    "The home side won the final in extra time.",
+    "A new chip promises faster phones and longer battery life.",
+]
+
+
+@pytest.fixture(scope="module")
+def explainers(tiny_bundles) -> dict[str, Explainer]:
+    return {task: Explainer(Bundle.load(path), device="cpu") for task, path in tiny_bundles.items()}
+
+
+@pytest.fixture(params=sorted(TASK_ARCH))
+def explainer(request, explainers) -> Explainer:
+    return explainers[request.param]
+
+
+# --- the export --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_the_explain_variant_is_checked_but_never_served(tiny_manifests, task):
+    manifest = tiny_manifests[task]
+    entry = manifest["variants"]["explain"]
+    assert entry["file"] == "model_explain.onnx" and entry["passed"] is True, entry
+    assert entry["parity"]["max_abs_logit_diff"] < 1e-4 and entry["parity"]["label_agreement"] == 1.0
+    attention = entry["attention_parity"]
+    assert attention["max_abs_attention_diff"] <= MAX_ATTENTION_DIFF and attention["samples"] > 1
+    assert "explain" not in CPU_CANDIDATES and manifest["cpu_variant"] != "explain"
+    assert manifest["gpu_variant"] != "explain"
+    assert manifest["timings"]["explain_seconds"] > 0
+
+
+# --- what an explanation holds -----------------------------------------------------------------
+
+def test_shapes_agree(explainer):
+    config_layers, config_heads = 2, 2  # the tiny encoders of conftest
+    assert (explainer.layers, explainer.heads) == (config_layers, config_heads)
+    for text in TEXTS:
+        e = explainer.explain(text)
+        n = len(e.tokens)
+        assert len(e.special) == len(e.offsets) == n == len(e.weights)
+        assert e.attention.shape == (n, n)
+        assert e.special[0] and e.special[-1] and not any(e.special[1:-1])  # [CLS] ... [SEP] / <s> ... </s>
+        assert e.layer == explainer.layers - 1 and e.head is None
+        for token, special, (a, b) in zip(e.tokens, e.special, e.offsets):
+            if not special:
+                assert token == text[a:b] and token.strip()
+
+
+def test_weights_are_normalised_over_the_real_tokens(explainer):
+    for text in TEXTS:
+        weights = explainer.explain(text).weights
+        special = np.array(explainer.explain(text).special)
+        assert np.all(weights >= 0)
+        assert np.all(weights[special] == 0)
+        assert weights.sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.all(weights[~special] > 0)
+
+
+def test_every_attention_matrix_is_row_stochastic(explainer):
+    text = TEXTS[2]
+    for layer in range(explainer.layers):
+        for head in [None, *range(explainer.heads)]:
+            matrix = explainer.explain(text, layer=layer, head=head).attention
+            assert np.all(matrix >= 0)
+            np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_layer_and_head_choose_the_matrix(explainer):
+    text = TEXTS[0]
+    last = explainer.explain(text, layer=explainer.layers - 1)
+    np.testing.assert_array_equal(explainer.explain(text, layer=-1).attention, last.attention)
+    heads = [explainer.explain(text, layer=0, head=h).attention for h in range(explainer.heads)]
+    mean = explainer.explain(text, layer=0).attention
+    np.testing.assert_allclose(np.mean(heads, axis=0), mean, atol=1e-6)
+    assert not np.allclose(heads[0], heads[1]), "two heads of a trained model should differ"
+    # the rollout uses every layer, whatever the heatmap shows
+    np.testing.assert_array_equal(explainer.explain(text, layer=0, head=1).weights, last.weights)
+
+
+def test_truncated_texts_are_flagged(explainer):
+    e = explainer.explain("word " * (explainer.bundle.max_length * 2))
+    assert e.truncated and len(e.tokens) == explainer.bundle.max_length
+    assert not explainer.explain(TEXTS[0]).truncated
+
+
+def test_top_tokens_and_json(explainer):
+    e = explainer.explain(TEXTS[2])
+    top = e.top_tokens(3)
+    assert len(top) == 3
+    assert [t.weight for t in top] == sorted((t.weight for t in top), reverse=True)
+    assert all(not e.special[t.index] and e.tokens[t.index] == t.token for t in top)
+    assert top[0].weight == pytest.approx(float(e.weights.max()))
+    real = sum(not s for s in e.special)
+    assert len(e.top_tokens(1000)) == real  # never a special token, whatever k
+    with pytest.raises(ExplainError):
+        e.top_tokens(0)
+    payload = json.loads(json.dumps(e.to_dict()))
+    assert set(payload) == {"tokens", "label", "score", "weights", "method"}
+    assert payload["method"] == "attention-rollout" and payload["label"] in explainer.labels
+    assert len(payload["tokens"]) == len(payload["weights"]) and payload["tokens"] == e.tokens
+
+
+# --- the prediction agrees with what is served --------------------------------------------------
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_explain_predicts_the_served_label(explainers, task):
+    explainer = explainers[task]
+    bundle = explainer.bundle
+    served = Engine(bundle, variant=bundle.cpu_variant, device="cpu").predict(TEXTS)
+    fp32 = Engine(bundle, variant="fp32", device="cpu").predict(TEXTS)
+    for text, s, f in zip(TEXTS, served, fp32):
+        e = explainer.explain(text)
+        assert e.label == s.label, (task, bundle.cpu_variant, text)
+        # the explain graph is the fp32 model with extra outputs: the same probabilities
+        assert e.scores == pytest.approx(f.scores, abs=1e-5)
+        assert e.score == e.scores[e.label] == max(e.scores.values())
+
+
+# --- attention rollout, by hand -----------------------------------------------------------------
+
+def test_rollout_of_one_layer_mixes_in_the_identity():
+    attention = np.array([[[0.5, 0.5], [0.0, 1.0]]])[None]  # (1 layer, 1 head, 2, 2)
+    # (A + I) with rows re-normalised: [[0.75, 0.25], [0, 1]]
+    np.testing.assert_allclose(attention_rollout(attention), [[0.75, 0.25], [0.0, 1.0]])
+
+
+def test_rollout_averages_heads_and_multiplies_layers_in_order():
+    rng = np.random.default_rng(0)
+    raw = rng.random((3, 4, 5, 5))
+    attentions = raw / raw.sum(axis=-1, keepdims=True)
+    expected = np.eye(5)
+    for layer in attentions:
+        a = layer.mean(axis=0) + np.eye(5)
+        expected = (a / a.sum(axis=-1, keepdims=True)) @ expected
+    rollout = attention_rollout(attentions)
+    np.testing.assert_allclose(rollout, expected)
+    np.testing.assert_allclose(rollout.sum(axis=1), 1.0)
+    with pytest.raises(ValueError):
+        attention_rollout(attentions[0])
+
+
+# --- the serving path stays torch-free ----------------------------------------------------------
+
+def test_explaining_never_imports_torch(tiny_bundles):
+    code = (
+        "import sys; from service.bundle import Bundle; from service.explain import Explainer; "
+        f"e = Explainer(Bundle.load({str(tiny_bundles['sentiment'])!r}), device='cpu'); "
+        "e.explain('a fine film').to_dict(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+def test_cli_writes_a_heatmap_and_prints_the_top_tokens(tiny_bundles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output path is relative: reports/explain-<task>.png
+    result = runner.invoke(app, ["explain", "--task", "sentiment", "a wonderful, moving film", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "reports" / "explain-sentiment.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    lines = result.stdout.splitlines()
+    label = lines[0].split()[1]
+    assert lines[0].startswith("label: ") and label in Bundle.load(tiny_bundles["sentiment"]).labels
+    assert "top tokens" in lines[1]
+    top = [line.split() for line in lines[2:]]
+    assert len(top) == 2 and all(t[1] in "a wonderful, moving film" for t in top)
+    assert float(top[0][0]) >= float(top[1][0])
+
+
+def test_cli_takes_a_bundle_directory_layer_head_and_output(tiny_bundles, tmp_path):
+    out = tmp_path / "sub" / "topic.png"
+    result = runner.invoke(app, ["explain", "--model", str(tiny_bundles["topic"]), "--layer", "0",
+                                 "--head", "1", "--output", str(out), "Markets rallied as tech shares climbed"])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 5000
+
+
+def _fails(args, *needles):
+    result = runner.invoke(app, ["explain", *args])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())  # rich wraps long messages
+    for needle in needles:
+        assert needle in text, text
+    assert "Traceback" not in result.output
+
+
+def test_cli_errors(tiny_bundles, tmp_path):
+    model = ["--model", str(tiny_bundles["sentiment"]), "--output", str(tmp_path / "x.png")]
+    _fails([*model, "--layer", "2", "fine"], "layer 2 does not exist", "has 2 layers")
+    _fails([*model, "--layer", "-3", "fine"], "layer -3 does not exist")
+    _fails([*model, "--head", "5", "fine"], "head 5 does not exist", "has 2 heads")
+    _fails([*model, ""], "the text is empty")
+    _fails([*model, "   \n"], "the text is empty")
+    _fails([*model, "--top", "0", "fine"], "--top must be at least 1")
+    _fails(["fine"], "give either --task or --model")
+    _fails(["--task", "sentiment", "--model", str(tiny_bundles["topic"]), "fine"], "give either --task or --model")
+    _fails(["--task", "nosuchtask", "fine"], "no model 'nosuchtask:latest'")
+    assert not (tmp_path / "x.png").exists(), "no heatmap for a failed explanation"
+
+
+def test_a_bundle_without_the_explain_variant(tiny_bundles, tmp_path):
+    old = tmp_path / "old-bundle"
+    shutil.copytree(tiny_bundles["sentiment"], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["variants"]["explain"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (old / "model_explain.onnx").unlink()
+    with pytest.raises(BundleError, match="re-export with textcls export"):
+        Explainer(Bundle.load(old))
+    _fails(["--model", str(old), "fine"], "has no 'explain' variant", "re-export with textcls export")
+
+
+def test_explainer_errors_name_what_is_allowed(explainers):
+    explainer = explainers["topic"]
+    for bad in ("", "  ", None):
+        with pytest.raises(ExplainError, match="empty"):
+            explainer.explain(bad)
+    with pytest.raises(ExplainError, match="0 to 1, or -1"):
+        explainer.explain("fine", layer=7)
+    with pytest.raises(ExplainError, match="head"):
+        explainer.explain("fine", head=-3)
+    with pytest.raises(ExplainError):
+        explainer.explain("fine", layer=True)  # a bool is not a layer number
