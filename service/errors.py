@@ -38,6 +38,10 @@ DEFAULT_MESSAGE: dict[ErrorType, str] = {
     ErrorType.INTERNAL: "internal error while classifying; the server log has the details",
 }
 
+# Set on an error response the service shaped itself (a 4xx only the model could detect, such as
+# a layer it does not have): the gate passes such a response on instead of re-shaping it by status.
+SHAPED_HEADER = "x-textcls-error"
+
 # Seconds a shed client should wait; sent as Retry-After with 503s.
 RETRY_AFTER_SECONDS = 1
 

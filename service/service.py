@@ -20,7 +20,7 @@ import itertools
 import json
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,7 +28,8 @@ from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, RedirectResponse
 
 from service.engine import BatchResult, Engine
-from service.errors import ErrorType, ServiceError, from_status
+from service.errors import SHAPED_HEADER, ErrorType, ServiceError, from_status
+from service.explain import EXPLAIN, ExplainError, Explainer
 from service.metrics import get_metrics
 from service.settings import TASKS, ServiceSettings, is_bundle_path, load_settings
 
@@ -37,6 +38,7 @@ from service.settings import TASKS, ServiceSettings, is_bundle_path, load_settin
 log = logging.getLogger("bentoml.textcls")
 
 ROUTES = {f"/{task}": task for task in TASKS}
+EXPLAIN_ROUTE = "/explain"
 
 
 class Classifier(Protocol):
@@ -64,6 +66,14 @@ def make_engine(task: str, ref: str, settings: ServiceSettings) -> Engine:
         threads=settings.threads,
         sub_batch_size=settings.sub_batch_size,
     )
+
+
+def make_explainer(engine: Classifier, settings: ServiceSettings) -> Explainer | None:
+    """An explainer over the engine's bundle when it has the `explain` variant, else None."""
+    bundle = getattr(engine, "bundle", None)
+    if bundle is None or EXPLAIN not in bundle.variants:
+        return None
+    return Explainer(bundle, device=settings.device, threads=settings.threads)
 
 
 class Prediction(BaseModel):
@@ -144,6 +154,43 @@ def request_model(settings: ServiceSettings) -> type[BaseModel]:
     return TextsRequest
 
 
+def explain_request_model(settings: ServiceSettings) -> type[BaseModel]:
+    """The body of POST /explain, with the same text limits as the prediction endpoints."""
+    max_chars = settings.max_chars_per_text
+    refuse = settings.overlong == "refuse"
+
+    class ExplainRequest(BaseModel):
+        """One text to explain with the task's model: its tokens, label and attention rollout."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        task: Literal[TASKS] = Field(description="Whose model explains: sentiment or topic.")
+        text: str = Field(description=f"A non-empty text; over {max_chars} characters it is "
+                          f"{'refused' if refuse else 'truncated'}.", examples=["a dull, lifeless film"])
+        layer: int = Field(-1, description="Layer of the attention matrix returned (negative counts "
+                           "from the last); the rollout weights always use every layer.")
+        head: int | None = Field(None, description="Head of that layer; default: the mean of the heads.")
+
+        @field_validator("text", mode="after")
+        @classmethod
+        def _limits(cls, text: str) -> str:
+            if not text.strip():
+                raise PydanticCustomError("bad_text", "text is empty; send some non-space characters")
+            if refuse and len(text) > max_chars:
+                raise PydanticCustomError(
+                    "bad_text", "text has {n} characters; at most {limit} are accepted",
+                    {"n": len(text), "limit": max_chars})
+            return text[:max_chars]
+
+    return ExplainRequest
+
+
+def shaped_response(err: ServiceError) -> JSONResponse:
+    """An error response of our shape that the gate passes on as it is (see SHAPED_HEADER)."""
+    headers = {**err.headers(), SHAPED_HEADER: err.type.value}
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
 OWN_MESSAGES = {"no_texts", "too_many_texts", "bad_text"}
 
 
@@ -185,9 +232,11 @@ class RequestGate:
     response passes here last.
     """
 
-    def __init__(self, app, *, settings: ServiceSettings, request_model: type[BaseModel]) -> None:
+    def __init__(self, app, *, settings: ServiceSettings, request_model: type[BaseModel],
+                 explain_model: type[BaseModel]) -> None:
         self.app = app
         self.request_model = request_model
+        self.explain_model = explain_model
         self.max_body = settings.max_body_bytes
         self.max_in_flight = settings.max_concurrent_requests
         self.in_flight = 0
@@ -199,7 +248,9 @@ class RequestGate:
         path, method = scope["path"], scope["method"]
         task = ROUTES.get(path)
         if task is not None and method == "POST":
-            return await self._predict(task, scope, receive, send)
+            return await self._predict(task, scope, receive, send, self.request_model)
+        if path == EXPLAIN_ROUTE and method == "POST":
+            return await self._predict("explain", scope, receive, send, self.explain_model)
         if path == "/docs" and method in ("GET", "HEAD"):
             # BentoML serves Swagger UI at / and the spec at /docs.json (app.py:195-213)
             return await RedirectResponse("/", status_code=307)(scope, receive, send)
@@ -207,7 +258,7 @@ class RequestGate:
             return await self.app(scope, receive, _ErrorShaper(send, readiness=True))
         return await self.app(scope, receive, send)
 
-    async def _predict(self, task: str, scope, receive, send) -> None:
+    async def _predict(self, task: str, scope, receive, send, model: type[BaseModel]) -> None:
         started = time.perf_counter()
         if self.in_flight >= self.max_in_flight:
             return await self._refuse(task, ServiceError(ErrorType.OVERLOADED), scope, send)
@@ -215,7 +266,7 @@ class RequestGate:
         shaper = _ErrorShaper(send)
         try:
             try:
-                scope, body = await self._admit(scope, receive)
+                scope, body = await self._admit(scope, receive, model)
             except ServiceError as err:
                 return await self._refuse(task, err, scope, send)
             if body is None:  # the client went away while sending
@@ -232,7 +283,7 @@ class RequestGate:
         elif shaper.status is not None and shaper.status < 400:
             self.metrics.observe_request(task, time.perf_counter() - started)
 
-    async def _admit(self, scope, receive) -> tuple[dict, bytes | None]:
+    async def _admit(self, scope, receive, model: type[BaseModel]) -> tuple[dict, bytes | None]:
         """The request's JSON body if it is within the limits and valid; else a ServiceError."""
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
@@ -269,7 +320,7 @@ class RequestGate:
                 ErrorType.MALFORMED_REQUEST, "the body is empty; send {\"texts\": [\"...\"]}"
             )
         try:
-            self.request_model.model_validate_json(body)
+            model.model_validate_json(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
         # BentoML would read form-urlencoded bodies as forms: tell it what the body is
@@ -324,15 +375,22 @@ class _ErrorShaper:
         self.status: int | None = None
         self.error: ServiceError | None = None
         self.started = False
+        self._rewriting = False  # BentoML's error body is being replaced by ours
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             if self.status >= 400:
-                self.error = from_status(self.status, readiness=self._readiness)
-                return
+                shaped = dict(message.get("headers", [])).get(SHAPED_HEADER.encode())
+                if shaped is not None and self.status < 500:
+                    # our own shape, written by the service (/explain): counted, passed on
+                    self.error = ServiceError(ErrorType(shaped.decode()), "shaped by the service")
+                else:
+                    self.error = from_status(self.status, readiness=self._readiness)
+                    self._rewriting = True
+                    return
             self.started = True
-        elif message["type"] == "http.response.body" and self.error is not None:
+        elif message["type"] == "http.response.body" and self._rewriting:
             if not message.get("more_body", False) and not self.started:
                 await self.send_error(self.error)
             return
@@ -354,10 +412,12 @@ def build_service(
     settings: ServiceSettings,
     *,
     engine_factory: EngineFactory = make_engine,
+    explainer_factory: Callable[[Classifier, ServiceSettings], Explainer | None] = make_explainer,
     bentoml_config: dict[str, Any] | None = None,
 ) -> bentoml.Service:
     """The whole service from one settings object; tests pass a fake engine factory."""
     texts_request = request_model(settings)
+    explain_request = explain_request_model(settings)
     batching = dict(
         batchable=True,
         max_batch_size=settings.max_batch_size,
@@ -381,6 +441,7 @@ def build_service(
             self._ready = False
             self.metrics = get_metrics()
             self.engines: dict[str, Classifier] = {}
+            self.explainers: dict[str, Explainer | None] = {}
             for task in TASKS:
                 ref, source = self._bundle_ref(task)
                 engine = engine_factory(task, ref, settings)
@@ -390,6 +451,10 @@ def build_service(
                         f"{engine.task!r} bundle, not a {task!r} one"
                     )
                 self.engines[task] = engine
+                self.explainers[task] = explainer_factory(engine, settings)
+                if self.explainers[task] is None:
+                    log.warning("%s: the bundle has no explain variant; POST /explain answers 422 "
+                                "for it until the model is re-exported", task)
                 log.info(
                     "%s: bundle %s (version %s), variant %s on %s, labels %s",
                     task, source, engine.version, engine.variant, engine.provider, engine.labels,
@@ -429,6 +494,21 @@ def build_service(
             """News topic of each text, in the order sent."""
             return self._classify("topic", texts)
 
+        @bentoml.api(route=EXPLAIN_ROUTE, input_spec=explain_request)
+        def explain(self, task: str, text: str, layer: int = -1, head: int | None = None) -> dict:
+            """Tokens, predicted label and per-token attention-rollout weights of one text,
+            computed by the bundle's `explain` ONNX variant."""
+            explainer = self.explainers[task]
+            if explainer is None:
+                return shaped_response(ServiceError(
+                    ErrorType.INVALID_INPUT,
+                    f"explanations are not available for {task}: its bundle has no explain "
+                    "variant; re-export it with `textcls export` (it builds one by default)"))
+            try:
+                return explainer.explain(text, layer=layer, head=head).to_dict()
+            except ExplainError as exc:  # a layer or head this model does not have
+                return shaped_response(ServiceError(ErrorType.INVALID_INPUT, str(exc)))
+
         def _classify(self, task: str, texts: list[str]) -> list[dict]:
             """One model call for a batch BentoML assembled from concurrent requests."""
             started = time.perf_counter()
@@ -459,7 +539,8 @@ def build_service(
         **(bentoml_config or {}),
     }
     svc = bentoml.service(name="TextClassifier", **config)(TextClassifier)
-    svc.add_asgi_middleware(RequestGate, settings=settings, request_model=texts_request)
+    svc.add_asgi_middleware(RequestGate, settings=settings, request_model=texts_request,
+                            explain_model=explain_request)
     return svc
 
 

@@ -160,7 +160,9 @@ async def test_real_engine_round_trip_on_the_tiny_bundles(tiny_bundles, tmp_path
             for p in predictions:
                 assert p["label"] in p["scores"] and p["score"] == p["scores"][p["label"]]
                 assert sum(p["scores"].values()) == pytest.approx(1.0, abs=1e-5)
-            # one text alone gets the same answer as inside the batch: order is kept
+            # one text alone gets the same answer as inside the batch: order is kept. The score
+            # may move in the third decimal: the served int8 variant picks its activation scale
+            # per batch (dynamic quantization); tests/test_engine.py checks fp32 exactly.
             alone = await client.post(f"/{task}", json={"texts": [texts[2]]})
             assert alone.json()[0]["label"] == predictions[2]["label"]
-            assert alone.json()[0]["score"] == pytest.approx(predictions[2]["score"], abs=1e-4)
+            assert alone.json()[0]["score"] == pytest.approx(predictions[2]["score"], abs=1e-2)

@@ -1,0 +1,72 @@
+"""POST /explain in process: explanations from the explain variant, errors in the one shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.service import build_service
+from service_fixtures import TEST_BENTOML_CONFIG, FakeEngines, fake_settings, serving
+
+pytestmark = pytest.mark.anyio
+
+TEXTS = ["a wonderful, moving film", "dull and far too long", "Markets rallied as tech shares climbed"]
+
+
+def tiny_service(tiny_bundles, tmp_path, **kwargs):
+    settings = fake_settings(tmp_path).model_copy(
+        update={f"{task}_model": str(path) for task, path in tiny_bundles.items()})
+    return build_service(settings, bentoml_config=TEST_BENTOML_CONFIG, **kwargs)
+
+
+async def test_explanations_match_the_served_labels(tiny_bundles, tmp_path):
+    async with serving(tiny_service(tiny_bundles, tmp_path)) as client:
+        for task in ("sentiment", "topic"):
+            served = (await client.post(f"/{task}", json={"texts": TEXTS})).json()
+            for text, prediction in zip(TEXTS, served):
+                response = await client.post("/explain", json={"task": task, "text": text})
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert body["method"] == "attention-rollout"
+                assert len(body["tokens"]) == len(body["weights"]) >= 3
+                assert sum(body["weights"]) == pytest.approx(1.0, abs=1e-5)
+                assert min(body["weights"]) >= 0 and body["weights"][0] == 0.0  # [CLS] / <s>
+                # the explain graph (fp32) and the served CPU variant agree on the label
+                assert body["label"] == prediction["label"], (task, text)
+
+
+@pytest.mark.parametrize("payload, needle", [
+    ({"task": "sentiment", "text": "fine", "layer": 99}, "layer 99 does not exist"),
+    ({"task": "sentiment", "text": "fine", "head": 99}, "head 99 does not exist"),
+    ({"task": "weather", "text": "fine"}, "'sentiment' or 'topic'"),
+    ({"task": "sentiment", "text": "  "}, "text is empty"),
+    ({"task": "sentiment"}, "text is missing"),
+    ({"task": "sentiment", "text": "fine", "extra": 1}, "extra"),
+])
+async def test_bad_explain_requests_get_422_and_the_server_stays_up(tiny_bundles, tmp_path, payload, needle):
+    async with serving(tiny_service(tiny_bundles, tmp_path)) as client:
+        response = await client.post("/explain", json=payload)
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["type"] == "invalid_input" and needle in body["error"], body
+        assert set(body) == {"error", "type"}
+        ok = await client.post("/explain", json={"task": "topic", "text": "Stocks fell"})
+        assert ok.status_code == 200
+
+
+async def test_a_bundle_without_the_explain_variant_says_how_to_fix_it(tiny_bundles, tmp_path):
+    svc = tiny_service(tiny_bundles, tmp_path, explainer_factory=lambda engine, settings: None)
+    async with serving(svc) as client:
+        response = await client.post("/explain", json={"task": "topic", "text": "Stocks fell"})
+        assert response.status_code == 422
+        assert "no explain variant" in response.json()["error"]
+        assert "textcls export" in response.json()["error"]
+        # predictions are unaffected
+        assert (await client.post("/topic", json={"texts": ["Stocks fell"]})).status_code == 200
+
+
+async def test_engines_without_a_bundle_get_no_explainer(tmp_path):
+    svc = build_service(fake_settings(tmp_path), engine_factory=FakeEngines(),
+                        bentoml_config=TEST_BENTOML_CONFIG)
+    async with serving(svc) as client:
+        response = await client.post("/explain", json={"task": "sentiment", "text": "fine"})
+        assert response.status_code == 422 and "no explain variant" in response.json()["error"]
