@@ -136,14 +136,17 @@ async def test_batches_record_queue_time_batch_size_tokens_and_labels(tmp_path):
     def value(name, **labels):
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    before = {
-        "queue": value("textcls_queue_duration_seconds_count", task="sentiment"),
-        "batch_texts": value("textcls_batch_size_sum", task="sentiment"),
-        "batches": value("textcls_batch_size_count", task="sentiment"),
-        "requests": value("textcls_request_duration_seconds_count", task="sentiment"),
-        "positive": value("textcls_predictions_total", task="sentiment", label="positive"),
-        "errors": value("textcls_request_errors_total", task="sentiment", type="invalid_input"),
-    }
+    def snapshot():
+        return {
+            "queue": value("textcls_queue_duration_seconds_count", task="sentiment"),
+            "batch_texts": value("textcls_batch_size_sum", task="sentiment"),
+            "batches": value("textcls_batch_size_count", task="sentiment"),
+            "requests": value("textcls_request_duration_seconds_count", task="sentiment"),
+            "positive": value("textcls_predictions_total", task="sentiment", label="positive"),
+            "errors": value("textcls_request_errors_total", task="sentiment", type="invalid_input"),
+        }
+
+    before = snapshot()
     engines = FakeEngines(delay=0.02)
     async with serving(make(tmp_path, engines)) as client:
         # odd lengths -> "positive" from the fake
@@ -151,14 +154,7 @@ async def test_batches_record_queue_time_batch_size_tokens_and_labels(tmp_path):
                                for _ in range(5)))
         await client.post("/sentiment", json={"texts": [7]})
     calls = engines.by_task["sentiment"].calls
-    after = {
-        "queue": value("textcls_queue_duration_seconds_count", task="sentiment"),
-        "batch_texts": value("textcls_batch_size_sum", task="sentiment"),
-        "batches": value("textcls_batch_size_count", task="sentiment"),
-        "requests": value("textcls_request_duration_seconds_count", task="sentiment"),
-        "positive": value("textcls_predictions_total", task="sentiment", label="positive"),
-        "errors": value("textcls_request_errors_total", task="sentiment", type="invalid_input"),
-    }
+    after = snapshot()
     assert {k: after[k] - before[k] for k in after} == {
         "queue": 5, "batch_texts": 10, "batches": len(calls), "requests": 5, "positive": 10,
         "errors": 1,
