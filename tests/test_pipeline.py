@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import TASK_ARCH, demo_files
-from export.bundle_export import BOUNDS
+from export.bundle_export import BOUNDS, within_accuracy_drop
 from textcls.cli import app
 
 runner = CliRunner()
@@ -114,3 +114,11 @@ def test_export_without_eval_data_and_without_saving(tiny_checkpoints, tmp_path)
     assert manifest["gpu_variant"] is None
     assert "accuracy" not in manifest["variants"]["fp32"]  # nothing to measure it on: not claimed
     assert len(bentoml.models.list("topic")) == before
+
+
+def test_the_accuracy_bound_is_inclusive_and_exact():
+    # 5 texts of 1000: exactly 0.5 points, which "at most 0.5 points" allows
+    assert within_accuracy_drop(0.915, 0.910, 0.5)
+    assert not within_accuracy_drop(0.915, 0.909, 0.5)
+    assert within_accuracy_drop(0.90, 0.95, 0.5)  # a variant may be better
+    assert not within_accuracy_drop(0.9, 0.9 - 1e-6, 0.0)

@@ -14,6 +14,12 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 
+# Texts per engine call when measuring accuracy, in `textcls evaluate` and in the export's checks.
+# The same for both on purpose: dynamic int8 picks activation scales per batch, so a borderline
+# text can flip with its batch neighbours, and the two figures must agree.
+EVAL_BATCH_SIZE = 64
+
+
 @dataclass
 class Evaluation:
     accuracy: float
