@@ -34,7 +34,7 @@ bento: models
 # more than 0.5 points), then stored as the served `topic` / `sentiment`. Settings and results of
 # every run are in docs/real-data.md.
 SHARED ?= ../shared/data
-REAL_TOPIC_ARGS ?= --epochs 3 --learning-rate 5e-5 --batch-size 16 --max-length 128
+REAL_TOPIC_ARGS ?= --epochs 4 --learning-rate 5e-5 --batch-size 16 --max-length 128
 REAL_SENTIMENT_ARGS ?= --epochs 2 --learning-rate 1e-4 --batch-size 32 --max-length 128
 
 real-topic: install
