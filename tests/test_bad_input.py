@@ -126,3 +126,9 @@ def test_several_training_files_are_used_together(tmp_path):
     assert load_many([a, str(b)], limit=1).texts == ["good"]
     _fails(["train", "--task", "sentiment", "--data", a, "--data", str(tmp_path / "gone.csv")],
            "gone.csv does not exist")
+
+
+def test_train_unknown_precision(tmp_path):
+    data = _csv(tmp_path / "d.csv", GOOD)
+    _fails(["train", "--task", "sentiment", "--data", data, "--precision", "fp16"],
+           "--precision", "'fp16' is not one of", "'fp32'", "'bf16'")

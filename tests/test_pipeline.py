@@ -25,6 +25,26 @@ def test_training_learns_the_demo_task(tiny_checkpoints):
         assert list(config["id2label"].values()) == info["labels"]
         for name in ("report.json", "report.md", "confusion_matrix.png"):
             assert (ckpt / "report" / name).stat().st_size > 0
+        # one row per epoch (the fixture trains 20), each with its loss and held-out accuracy; the
+        # last epoch's in-training figure is the model the report measured after reloading it
+        assert info["precision"] == "fp32"
+        assert [row["epoch"] for row in info["epochs"]] == [float(e) for e in range(1, 21)]
+        assert all({"train_loss", "eval_accuracy"} <= set(row) for row in info["epochs"])
+        assert info["epochs"][-1]["eval_accuracy"] == round(info["eval"]["accuracy"], 4)
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    import torch
+
+    from train import finetune
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(finetune, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert finetune.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(finetune, "_cpu_flags", lambda: {"avx2", "avx512f"})  # bf16 would be emulated
+    assert finetune.resolve_precision("auto") == "fp32"
+    assert finetune.resolve_precision("bf16") == "bf16"  # asked for by name: honoured
+    assert finetune.resolve_precision("fp32") == "fp32"
 
 
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,12 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 @app.command()
 def train(
     task: str = typer.Option(..., help="Task name, e.g. sentiment or topic; the export stores the model under it."),
@@ -58,6 +65,11 @@ def train(
     batch_size: int = typer.Option(16, help="Texts per training step."),
     seed: int = typer.Option(42, help="Seed for weights, shuffling and dropout: same seed, same run."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N training rows (quick trials)."),
+    precision: Precision = typer.Option(Precision.fp32, help="fp32, bf16 or auto. fp32 repeats a run exactly "
+                                        "(same seed, same weights). bf16 trains under bf16 autocast (weights and "
+                                        "the saved checkpoint stay fp32): 1.2-1.5x faster where the hardware has "
+                                        "bf16 units, but runs do not repeat bit for bit. auto: bf16 where the "
+                                        "hardware has them (CUDA with bf16, a CPU with AVX512-BF16/AMX), else fp32."),
 ) -> None:
     """Fine-tune an encoder for sequence classification and write an HF checkpoint plus a report."""
     if data is None:
@@ -76,6 +88,7 @@ def train(
             task=task, data=data, eval_data=eval_data, output=output, base_model=base_model,
             text_column=text_column, label_column=label_column, max_length=max_length,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, limit=limit,
+            precision=precision.value,
         ))
     except UserError as exc:
         _fail(exc)
@@ -208,22 +221,13 @@ def _predictor(model: str, variant: Optional[str]):
 
 def _torch_predictor(path: Path):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from service.engine import available_cores
+    from train.finetune import TRAIN_INFO, torch_predictor
 
     torch.set_num_threads(available_cores())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    info = json.loads((path / "textcls_train.json").read_text()) if (path / "textcls_train.json").is_file() else {}
-    max_length = info.get("config", {}).get("max_length", 128)
-
-    def predict(texts):
-        with torch.inference_mode():
-            enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            return [labels[i] for i in model(**enc).logits.argmax(dim=1).tolist()]
-
+    info = json.loads((path / TRAIN_INFO).read_text()) if (path / TRAIN_INFO).is_file() else {}
+    predict, labels = torch_predictor(path, info.get("config", {}).get("max_length", 128))
     return predict, labels, f"{path.name}-pytorch"
 
 

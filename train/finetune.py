@@ -13,13 +13,14 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from textcls.errors import UserError
 from textcls.tasks import label_order
 from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
-from train.report import evaluate, write_report
+from train.report import EVAL_BATCH_SIZE, evaluate, write_report
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,36 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
     limit: int | None = Field(None, ge=1, description="use only the first N training rows")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "fp32", description="fp32 (repeats exactly with the same seed), or bf16 autocast (weights "
+        "stay fp32; faster where the hardware has bf16 units, but oneDNN's bf16 kernels do not "
+        "repeat bit for bit); auto: bf16 where the hardware computes it natively (CUDA with bf16, "
+        "or a CPU with AVX512-BF16/AMX), else fp32")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(requested: str) -> str:
+    """The precision a run uses: `requested`, or for "auto" bf16 where the hardware has bf16 units.
+
+    On a CPU without them torch emulates bf16, which is slower than fp32, so auto keeps fp32 there.
+    """
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
 
 
 def _hash_file(path: str) -> str | None:
@@ -97,6 +128,8 @@ def train(config: TrainConfig) -> dict:
 
     torch.set_num_threads(available_cores())
     transformers.set_seed(config.seed)
+    precision = resolve_precision(config.precision)
+    log.info("training in %s (requested: %s)", precision, config.precision)
     base = config.base_model or default_base_model()
     label2id = {label: i for i, label in enumerate(labels)}
     try:
@@ -135,18 +168,26 @@ def train(config: TrainConfig) -> dict:
         seed=config.seed,
         data_seed=config.seed,
         group_by_length=True,  # batches of similar length: less padding, the main CPU cost
+        bf16=precision == "bf16",  # autocast; the saved weights are fp32 either way
         save_strategy="no",
-        eval_strategy="no",
+        # Dev accuracy after each epoch is logged (the curve that justifies the epoch count); the
+        # model kept is always the last one, never the best on dev.
+        eval_strategy="epoch",
         logging_strategy="epoch",
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
+    def dev_accuracy(prediction) -> dict:
+        return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
+
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        compute_metrics=dev_accuracy,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
@@ -154,17 +195,15 @@ def train(config: TrainConfig) -> dict:
     result = trainer.train()
     train_seconds = time.perf_counter() - t_train
 
-    prediction = trainer.predict(eval_ds)
-    # Truth comes with the predictions: with group_by_length the Trainer's eval loader reorders
-    # the examples, so the file's label order would not line up with them.
-    predicted = [labels[i] for i in prediction.predictions.argmax(axis=1)]
-    truth = [labels[i] for i in prediction.label_ids]
-    evaluation = evaluate(truth, predicted, labels)
-
     out.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     _remove_tree(out / "trainer-work")
+
+    # The report measures the saved checkpoint, reloaded in fp32 (what the export starts from), in
+    # the file's order; not the Trainer's in-memory model, which may still run under bf16 autocast.
+    predict, _ = torch_predictor(out, config.max_length)
+    evaluation = evaluate(eval_data.labels, predict_in_chunks(predict, eval_data.texts), labels)
     info = {
         "config": json.loads(config.model_dump_json()),
         "base_model": base,
@@ -176,6 +215,8 @@ def train(config: TrainConfig) -> dict:
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "train_loss": round(result.training_loss, 4),
+        "precision": precision,
+        "epochs": _epoch_history(trainer.state.log_history),
         "eval": {"source": eval_data.source, "accuracy": evaluation.accuracy,
                  "macro_f1": evaluation.macro_f1},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -184,6 +225,42 @@ def train(config: TrainConfig) -> dict:
     write_report(evaluation, out / "report", f"{config.task}: {Path(base).name} fine-tuned, "
                  f"on {eval_data.source}", {"train_seconds": info["train_seconds"]})
     return info
+
+
+def torch_predictor(path: Path, max_length: int):
+    """(predict(texts) -> labels, labels) for a saved checkpoint, with PyTorch in fp32."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    def predict(texts: list[str]) -> list[str]:
+        with torch.inference_mode():
+            enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            return [labels[i] for i in model(**enc).logits.argmax(dim=1).tolist()]
+
+    return predict, labels
+
+
+def predict_in_chunks(predict, texts: list[str], size: int = EVAL_BATCH_SIZE) -> list[str]:
+    return [label for i in range(0, len(texts), size) for label in predict(texts[i : i + size])]
+
+
+def _epoch_history(log_history: list[dict]) -> list[dict]:
+    """Per epoch: the mean training loss and the held-out accuracy, from the Trainer's log."""
+    by_epoch: dict[float, dict] = {}
+    for entry in log_history:
+        epoch = entry.get("epoch")
+        if epoch is None:
+            continue
+        row = by_epoch.setdefault(round(epoch, 2), {"epoch": round(epoch, 2)})
+        if "loss" in entry:
+            row["train_loss"] = round(entry["loss"], 4)
+        if "eval_accuracy" in entry:
+            row["eval_accuracy"] = round(entry["eval_accuracy"], 4)
+    return [row for _, row in sorted(by_epoch.items()) if len(row) > 1]
 
 
 def _stratified_split(data: LabelledData, fraction: float, seed: int):
