@@ -47,6 +47,25 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert finetune.resolve_precision("fp32") == "fp32"
 
 
+def test_fp32_training_repeats_exactly(tiny_bases, tmp_path):
+    """The documented promise of --precision fp32: the same command gives the same weights."""
+    from safetensors.torch import load_file
+
+    from train.finetune import TrainConfig, train
+
+    data, dev = demo_files("sentiment")
+    weights = []
+    for run in ("a", "b"):
+        train(TrainConfig(task="sentiment", data=[data], eval_data=dev, output=tmp_path / run,
+                          base_model=str(tiny_bases[TASK_ARCH["sentiment"]]), max_length=32,
+                          epochs=2, limit=200, learning_rate=2e-3, batch_size=32, seed=7,
+                          precision="fp32"))
+        weights.append(load_file(tmp_path / run / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert (weights[0][key] == weights[1][key]).all(), key
+
+
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))
 def test_every_variant_is_checked_against_pytorch(tiny_manifests, task):
     manifest = tiny_manifests[task]
