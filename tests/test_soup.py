@@ -1,0 +1,84 @@
+"""bench/soup.py: averaging fine-tuned checkpoints, and its refusals."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.soup import SoupError, average_checkpoints, main  # noqa: E402
+
+
+def _shifted_copy(src: Path, dst: Path, delta: float) -> Path:
+    """The checkpoint at `src` with `delta` added to every floating-point weight."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(src)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(delta)
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+def test_soup_is_the_parameter_mean(tiny_checkpoints, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    src = tiny_checkpoints["topic"]
+    shifted = _shifted_copy(src, tmp_path / "shifted", 1.0)
+    out = average_checkpoints([src, shifted], tmp_path / "soup")
+
+    original = AutoModelForSequenceClassification.from_pretrained(src).state_dict()
+    soup = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
+    key = "classifier.weight" if "classifier.weight" in soup else next(k for k in soup if k.endswith("weight"))
+    assert torch.allclose(soup[key], original[key] + 0.5, atol=1e-6)
+    meta = json.loads((out / "textcls_train.json").read_text())
+    assert meta["soup_of"] == [str(src), str(shifted)]
+    assert "eval" not in meta  # the first run's figures do not describe the soup
+    assert meta["config"]["max_length"] > 0
+
+
+def test_soup_of_one_checkpoint_is_refused(tiny_checkpoints, tmp_path):
+    with pytest.raises(SoupError, match="at least two"):
+        average_checkpoints([tiny_checkpoints["topic"]], tmp_path / "soup")
+
+
+def test_soup_of_different_tasks_is_refused(tiny_checkpoints, capsys):
+    from train.demo_data import demo_path
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tiny_checkpoints["topic"]), str(tiny_checkpoints["sentiment"]),
+              "--data", str(demo_path("sentiment", "dev"))])
+    assert exit_info.value.code == 2
+    assert "Average checkpoints of one task and base only" in capsys.readouterr().err
+
+
+def test_soup_refuses_a_missing_dev_file(tiny_checkpoints, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tiny_checkpoints["topic"]), str(tiny_checkpoints["topic"]),
+              "--data", str(tmp_path / "missing.csv")])
+    assert exit_info.value.code == 2
+    assert "missing.csv" in capsys.readouterr().err
+
+
+def test_soup_scores_every_checkpoint_and_the_average(tiny_checkpoints, tmp_path, capsys):
+    from train.demo_data import demo_path
+
+    src = tiny_checkpoints["sentiment"]
+    shifted = _shifted_copy(src, tmp_path / "same", 0.0)
+    assert main([str(src), str(shifted), "--data", str(demo_path("sentiment", "dev"))]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = [float(line.split("\t")[1]) for line in lines]
+    assert len(figures) == 3 and lines[-1].startswith("average of 2")
+    assert figures[0] == figures[1] == figures[2]  # the mean of a checkpoint with itself is itself
+
+
+def test_soup_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), str(tmp_path), "--data", "x.csv"])
+    assert exit_info.value.code == 2
+    assert "no config.json" in capsys.readouterr().err
