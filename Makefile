@@ -35,7 +35,7 @@ bento: models
 # every run are in docs/real-data.md.
 SHARED ?= ../shared/data
 REAL_TOPIC_ARGS ?= --epochs 4 --learning-rate 5e-5 --batch-size 16 --max-length 128
-REAL_SENTIMENT_ARGS ?= --epochs 4 --learning-rate 5e-5 --batch-size 32 --max-length 128 --precision bf16
+REAL_SENTIMENT_ARGS ?= --epochs 4 --learning-rate 5e-5 --batch-size 32 --max-length 128 --precision auto
 
 real-topic: install
 	@test -f $(SHARED)/topic/agnews_train.csv || { echo "no $(SHARED)/topic/agnews_train.csv: set SHARED=<folder with the real data>"; exit 2; }
