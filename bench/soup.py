@@ -31,6 +31,8 @@ def average_checkpoints(paths: list[Path], output: Path) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from train.finetune import TRAIN_INFO
+
     if len(paths) < 2:
         raise SoupError("give at least two checkpoints to average.")
     models = [AutoModelForSequenceClassification.from_pretrained(p) for p in paths]
@@ -55,12 +57,12 @@ def average_checkpoints(paths: list[Path], output: Path) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     first.save_pretrained(output)
     AutoTokenizer.from_pretrained(paths[0]).save_pretrained(output)
-    info = paths[0] / "textcls_train.json"
+    info = paths[0] / TRAIN_INFO
     if info.is_file():  # the settings (max_length for `textcls export`), not the first run's figures
         meta = json.loads(info.read_text())
         meta = {"config": meta.get("config", {}), "base_model": meta.get("base_model"),
                 "soup_of": [str(p) for p in paths]}
-        (output / "textcls_train.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (output / TRAIN_INFO).write_text(json.dumps(meta, indent=2) + "\n")
     return output
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.engine import available_cores
     from textcls.errors import UserError
     from train.data import load_labelled
-    from train.finetune import TRAIN_INFO, predict_in_chunks, torch_predictor
+    from train.finetune import predict_in_chunks, torch_predictor, trained_max_length
     from train.report import evaluate
 
     import torch
@@ -87,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         dev = load_labelled(args.data)
     except UserError as exc:
         parser.error(str(exc))
-    info = args.checkpoints[0] / TRAIN_INFO
-    max_length = json.loads(info.read_text())["config"]["max_length"] if info.is_file() else 128
+    max_length = trained_max_length(args.checkpoints[0])
 
     def accuracy(path: Path) -> float:
         predict, labels = torch_predictor(path, max_length)

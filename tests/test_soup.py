@@ -32,10 +32,11 @@ def test_soup_is_the_parameter_mean(tiny_checkpoints, tmp_path):
     shifted = _shifted_copy(src, tmp_path / "shifted", 1.0)
     out = average_checkpoints([src, shifted], tmp_path / "soup")
 
-    original = AutoModelForSequenceClassification.from_pretrained(src).state_dict()
-    soup = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
-    key = "classifier.weight" if "classifier.weight" in soup else next(k for k in soup if k.endswith("weight"))
-    assert torch.allclose(soup[key], original[key] + 0.5, atol=1e-6)
+    original = dict(AutoModelForSequenceClassification.from_pretrained(src).named_parameters())
+    soup = dict(AutoModelForSequenceClassification.from_pretrained(out).named_parameters())
+    assert soup.keys() == original.keys()
+    for name, value in original.items():  # every parameter: halfway to the copy shifted by 1
+        assert torch.allclose(soup[name], value + 0.5, atol=1e-6), name
     meta = json.loads((out / "textcls_train.json").read_text())
     assert meta["soup_of"] == [str(src), str(shifted)]
     assert "eval" not in meta  # the first run's figures do not describe the soup

@@ -223,11 +223,10 @@ def _torch_predictor(path: Path):
     import torch
 
     from service.engine import available_cores
-    from train.finetune import TRAIN_INFO, torch_predictor
+    from train.finetune import torch_predictor, trained_max_length
 
     torch.set_num_threads(available_cores())
-    info = json.loads((path / TRAIN_INFO).read_text()) if (path / TRAIN_INFO).is_file() else {}
-    predict, labels = torch_predictor(path, info.get("config", {}).get("max_length", 128))
+    predict, labels = torch_predictor(path, trained_max_length(path))
     return predict, labels, f"{path.name}-pytorch"
 
 

@@ -179,6 +179,7 @@ def train(config: TrainConfig) -> dict:
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
+
     def dev_accuracy(prediction) -> dict:
         return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
 
@@ -242,6 +243,13 @@ def torch_predictor(path: Path, max_length: int):
             return [labels[i] for i in model(**enc).logits.argmax(dim=1).tolist()]
 
     return predict, labels
+
+
+def trained_max_length(path: Path, default: int = 128) -> int:
+    """The max_length a checkpoint was trained with (its textcls_train.json), else `default`."""
+    info = Path(path) / TRAIN_INFO
+    config = json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
+    return int(config.get("max_length") or default)
 
 
 def predict_in_chunks(predict, texts: list[str], size: int = EVAL_BATCH_SIZE) -> list[str]:
