@@ -66,6 +66,65 @@ def test_fp32_training_repeats_exactly(tiny_bases, tmp_path):
         assert (weights[0][key] == weights[1][key]).all(), key
 
 
+@pytest.mark.parametrize("arch", sorted(set(TASK_ARCH.values())))
+def test_layer_decay_groups_every_parameter_by_depth(tiny_bases, arch):
+    from transformers import AutoModelForSequenceClassification
+
+    from train.finetune import layer_depth, layerwise_param_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bases[arch], num_labels=2)
+    top = model.config.num_hidden_layers + 1
+    no_decay = {n for n, _ in model.named_parameters() if "bias" in n or "LayerNorm" in n}
+    decay_names = {n for n, _ in model.named_parameters()} - no_decay
+    groups = layerwise_param_groups(model, 1e-3, 0.5, 0.01, decay_names)
+
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each one, exactly once
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    depths = set()
+    for name, param in model.named_parameters():
+        depth = layer_depth(name, model.config.num_hidden_layers)
+        depths.add(depth)
+        assert lr_of[id(param)] == pytest.approx(1e-3 * 0.5 ** (top - depth)), name
+        assert wd_of[id(param)] == (0.0 if name in no_decay else 0.01), name
+        if "classifier" in name:
+            assert depth == top and lr_of[id(param)] == pytest.approx(1e-3), name
+        if "word_embeddings" in name:
+            assert depth == 0, name
+    assert depths == set(range(top + 1))  # embeddings, every layer, the head
+
+
+def test_layer_decay_slows_the_lower_layers(tiny_bases, tmp_path):
+    """Trained with --layer-decay 0.1, the embeddings move far less than with one rate for all."""
+    from safetensors.torch import load_file
+
+    from train.finetune import TrainConfig, train
+
+    base = tiny_bases[TASK_ARCH["sentiment"]]
+    data, dev = demo_files("sentiment")
+    moved = {}
+    for decay in (1.0, 0.1):
+        out = tmp_path / str(decay)
+        train(TrainConfig(task="sentiment", data=[data], eval_data=dev, output=out, base_model=str(base),
+                          max_length=32, epochs=1, limit=200, learning_rate=2e-3, batch_size=32,
+                          seed=7, layer_decay=decay))
+        assert json.loads((out / "textcls_train.json").read_text())["config"]["layer_decay"] == decay
+        before, after = load_file(base / "model.safetensors"), load_file(out / "model.safetensors")
+        key = next(k for k in after if k.endswith("embeddings.word_embeddings.weight"))
+        base_key = next(k for k in before if k.endswith("embeddings.word_embeddings.weight"))
+        moved[decay] = (after[key] - before[base_key]).abs().max().item()
+    assert moved[1.0] > 0
+    assert moved[0.1] < 0.05 * moved[1.0], moved
+
+
+def test_train_layer_decay_out_of_range(tmp_path):
+    for bad in ("0", "1.5"):
+        result = runner.invoke(app, ["train", "--task", "sentiment", "--layer-decay", bad])
+        assert result.exit_code == 2, result.output
+        assert "--layer-decay" in result.output
+
+
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))
 def test_every_variant_is_checked_against_pytorch(tiny_manifests, task):
     manifest = tiny_manifests[task]

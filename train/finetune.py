@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
+    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise learning-rate decay: the "
+                               "classifier head trains at learning_rate, each encoder layer below it "
+                               "at layer_decay times the rate of the one above, the embeddings last; "
+                               "1.0: one rate for all")
     seed: int = 42
     limit: int | None = Field(None, ge=1, description="use only the first N training rows")
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -183,7 +188,18 @@ def train(config: TrainConfig) -> dict:
     def dev_accuracy(prediction) -> dict:
         return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
 
-    trainer = Trainer(
+    class _Trainer(Trainer):
+        def create_optimizer(self):
+            # The Trainer's own optimizer (class, betas, eps) with one param group per depth.
+            if self.optimizer is None and config.layer_decay < 1:
+                cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+                groups = layerwise_param_groups(self.model, config.learning_rate, config.layer_decay,
+                                                config.weight_decay,
+                                                set(self.get_decay_parameter_names(self.model)))
+                self.optimizer = cls(groups, **kwargs)
+            return super().create_optimizer()
+
+    trainer = _Trainer(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -226,6 +242,33 @@ def train(config: TrainConfig) -> dict:
     write_report(evaluation, out / "report", f"{config.task}: {Path(base).name} fine-tuned, "
                  f"on {eval_data.source}", {"train_seconds": info["train_seconds"]})
     return info
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i+1 for encoder layer i, num_layers+1 for the pooler and the head."""
+    if ".embeddings." in f".{name}":
+        return 0
+    match = re.search(r"\.layer\.(\d+)\.", name)
+    return int(match.group(1)) + 1 if match else num_layers + 1
+
+
+def layerwise_param_groups(model, learning_rate: float, decay: float, weight_decay: float,
+                           decay_names: set[str]) -> list[dict]:
+    """Optimizer param groups for layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al.
+    2020): depth d trains at learning_rate * decay ** (top - d). Biases and LayerNorm weights (not
+    in decay_names) get no weight decay, as in the Trainer's default groups."""
+    num_layers = model.config.num_hidden_layers
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        depth = layer_depth(name, num_layers)
+        decayed = name in decay_names
+        group = groups.setdefault((depth, decayed), {
+            "params": [], "weight_decay": weight_decay if decayed else 0.0,
+            "lr": learning_rate * decay ** (num_layers + 1 - depth)})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
 
 
 def torch_predictor(path: Path, max_length: int):
