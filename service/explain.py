@@ -68,7 +68,8 @@ class Explanation:
     def to_dict(self) -> dict:
         """JSON-ready: plain lists and floats."""
         return {"tokens": list(self.tokens), "label": self.label, "score": float(self.score),
-                "weights": [float(w) for w in self.weights], "method": self.method}
+                "weights": [float(w) for w in self.weights], "method": self.method,
+                "truncated": self.truncated}
 
 
 def attention_rollout(attentions: np.ndarray) -> np.ndarray:

@@ -154,6 +154,12 @@ def request_model(settings: ServiceSettings) -> type[BaseModel]:
     return TextsRequest
 
 
+class ClippedText(str):
+    """The text of an explain request, remembering whether it was cut to the character limit."""
+
+    clipped: bool = False
+
+
 def explain_request_model(settings: ServiceSettings) -> type[BaseModel]:
     """The body of POST /explain, with the same text limits as the prediction endpoints."""
     max_chars = settings.max_chars_per_text
@@ -180,7 +186,9 @@ def explain_request_model(settings: ServiceSettings) -> type[BaseModel]:
                 raise PydanticCustomError(
                     "bad_text", "text has {n} characters; at most {limit} are accepted",
                     {"n": len(text), "limit": max_chars})
-            return text[:max_chars]
+            clipped = ClippedText(text[:max_chars])
+            clipped.clipped = len(text) > max_chars
+            return clipped
 
     return ExplainRequest
 
@@ -505,9 +513,12 @@ def build_service(
                     f"explanations are not available for {task}: its bundle has no explain "
                     "variant; re-export it with `textcls export` (it builds one by default)"))
             try:
-                return explainer.explain(text, layer=layer, head=head).to_dict()
+                answer = explainer.explain(text, layer=layer, head=head).to_dict()
             except ExplainError as exc:  # a layer or head this model does not have
                 return shaped_response(ServiceError(ErrorType.INVALID_INPUT, str(exc)))
+            # cut to the character limit here, or to the model's max_length by the tokenizer
+            answer["truncated"] = answer["truncated"] or getattr(text, "clipped", False)
+            return answer
 
         def _classify(self, task: str, texts: list[str]) -> list[dict]:
             """One model call for a batch BentoML assembled from concurrent requests."""

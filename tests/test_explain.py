@@ -108,6 +108,7 @@ def test_layer_and_head_choose_the_matrix(explainer):
 def test_truncated_texts_are_flagged(explainer):
     e = explainer.explain("word " * (explainer.bundle.max_length * 2))
     assert e.truncated and len(e.tokens) == explainer.bundle.max_length
+    assert e.to_dict()["truncated"] is True
     assert not explainer.explain(TEXTS[0]).truncated
 
 
@@ -123,7 +124,8 @@ def test_top_tokens_and_json(explainer):
     with pytest.raises(ExplainError):
         e.top_tokens(0)
     payload = json.loads(json.dumps(e.to_dict()))
-    assert set(payload) == {"tokens", "label", "score", "weights", "method"}
+    assert set(payload) == {"tokens", "label", "score", "weights", "method", "truncated"}
+    assert payload["truncated"] is False
     assert payload["method"] == "attention-rollout" and payload["label"] in explainer.labels
     assert len(payload["tokens"]) == len(payload["weights"]) and payload["tokens"] == e.tokens
 

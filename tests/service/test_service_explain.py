@@ -34,6 +34,26 @@ async def test_explanations_match_the_served_labels(tiny_bundles, tmp_path):
                 assert body["label"] == prediction["label"], (task, text)
 
 
+async def test_explain_says_when_the_text_was_cut(tiny_bundles, tmp_path):
+    settings = fake_settings(tmp_path, max_chars_per_text=100).model_copy(
+        update={f"{task}_model": str(path) for task, path in tiny_bundles.items()})
+    async with serving(build_service(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
+        async def explain(text: str) -> dict:
+            response = await client.post("/explain", json={"task": "sentiment", "text": text})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        assert (await explain("a wonderful film"))["truncated"] is False
+        # over the character limit: cut to 100 characters before the tokenizer sees it
+        long = "a wonderful film " * 10
+        clipped = await explain(long)
+        assert clipped["truncated"] is True
+        assert "".join(clipped["tokens"][1:-1]) == long[:100].replace(" ", "")
+        # within the characters, over the model's max_length (64 tokens): cut by the tokenizer
+        many = await explain("." * 90)  # one token per full stop
+        assert many["truncated"] is True and len(many["tokens"]) == 64
+
+
 @pytest.mark.parametrize("payload, needle", [
     ({"task": "sentiment", "text": "fine", "layer": 99}, "layer 99 does not exist"),
     ({"task": "sentiment", "text": "fine", "head": 99}, "head 99 does not exist"),
