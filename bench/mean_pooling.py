@@ -1,0 +1,116 @@
+"""Experiment: a mean-pooling classification head against the product's [CLS] pooler head.
+
+all-MiniLM-L6-v2 was trained as a sentence encoder with mean pooling over its tokens; `textcls
+train` fine-tunes it through AutoModelForSequenceClassification, which classifies from the [CLS]
+token through the BERT pooler. This script trains the same encoder with the same Trainer settings
+(linear schedule, 10% warm-up, weight decay 0.01, group_by_length, fp32, one seed) but classifies
+the attention-masked mean of the last hidden states, and prints the dev accuracy after each epoch.
+It does not export or serve anything: the product's export expects the standard HF head.
+
+    python bench/mean_pooling.py --task topic --data ../shared/data/topic/agnews_train.csv \
+        --eval-data ../shared/data/topic/agnews_dev.csv --epochs 4 --learning-rate 5e-5 --batch-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from torch import nn  # noqa: E402
+from transformers import AutoModel  # noqa: E402
+from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
+
+
+class MeanPoolClassifier(nn.Module):
+    """The encoder, the attention-masked mean of its last hidden states, dropout, a linear head."""
+
+    def __init__(self, base: str, num_labels: int) -> None:
+        super().__init__()
+        self.encoder = AutoModel.from_pretrained(base, add_pooling_layer=False)
+        hidden = self.encoder.config.hidden_size
+        self.dropout = nn.Dropout(self.encoder.config.hidden_dropout_prob)
+        self.head = nn.Linear(hidden, num_labels)
+        nn.init.normal_(self.head.weight, std=self.encoder.config.initializer_range)  # as HF heads
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        logits = self.head(self.dropout(pooled))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, help="sentiment or topic (sets the label order)")
+    parser.add_argument("--data", required=True, action="append", help="training file (repeatable)")
+    parser.add_argument("--eval-data", required=True, help="labelled dev file")
+    parser.add_argument("--base-model", default=None, help="default: the offline all-MiniLM-L6-v2")
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from service.engine import available_cores
+    from textcls.tasks import label_order
+    from train.data import load_labelled, load_many
+    from train.finetune import default_base_model
+
+    data = load_many(args.data)
+    dev = load_labelled(args.eval_data, split="test")
+    labels = label_order(args.task, data.classes)
+    label2id = {label: i for i, label in enumerate(labels)}
+    base = args.base_model or default_base_model()
+    torch.set_num_threads(available_cores())
+    transformers.set_seed(args.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = MeanPoolClassifier(base, len(labels))
+
+    def to_dataset(d):
+        ds = Dataset.from_dict({"text": d.texts, "label": [label2id[x] for x in d.labels]})
+        return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length),
+                      batched=True, remove_columns=["text"])
+
+    def dev_accuracy(prediction) -> dict:
+        return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
+
+    work = Path("/tmp") / f"mean-pooling-{args.task}-{args.seed}"
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(work), num_train_epochs=args.epochs, learning_rate=args.learning_rate,
+            per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=32,
+            warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear", seed=args.seed,
+            data_seed=args.seed, group_by_length=True, save_strategy="no", eval_strategy="epoch",
+            logging_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0),
+        train_dataset=to_dataset(data), eval_dataset=to_dataset(dev), compute_metrics=dev_accuracy,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    started = time.perf_counter()
+    trainer.train()
+    curve = [round(e["eval_accuracy"], 4) for e in trainer.state.log_history if "eval_accuracy" in e]
+    print(json.dumps({"task": args.task, "head": "mean pooling", "seed": args.seed,
+                      "learning_rate": args.learning_rate, "epochs": args.epochs,
+                      "dev_accuracy_by_epoch": curve, "final_dev_accuracy": curve[-1],
+                      "train_seconds": round(time.perf_counter() - started, 1)}))
+
+
+if __name__ == "__main__":
+    main()
