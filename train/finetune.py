@@ -57,10 +57,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
-    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise learning-rate decay: the "
+    layer_decay: float = Field(1.0, ge=0.1, le=1, description="layer-wise learning-rate decay: the "
                                "classifier head trains at learning_rate, each encoder layer below it "
                                "at layer_decay times the rate of the one above, the embeddings last; "
-                               "1.0: one rate for all")
+                               "1.0: one rate for all; 0.1-1, as the CLI allows")
     seed: int = 42
     limit: int | None = Field(None, ge=1, description="use only the first N training rows")
     precision: Literal["auto", "fp32", "bf16"] = Field(
