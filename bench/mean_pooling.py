@@ -61,15 +61,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
+    import tempfile
+
     import torch
     import transformers
-    from datasets import Dataset
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
     from service.engine import available_cores
     from textcls.tasks import label_order
     from train.data import load_labelled, load_many
-    from train.finetune import default_base_model
+    from train.finetune import (TrainConfig, default_base_model, dev_accuracy, encode_dataset,
+                                training_arguments)
 
     data = load_many(args.data)
     dev = load_labelled(args.eval_data, split="test")
@@ -78,38 +80,31 @@ def main() -> None:
     base = args.base_model or default_base_model()
     torch.set_num_threads(available_cores())
     transformers.set_seed(args.seed)
-
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = MeanPoolClassifier(base, len(labels))
 
-    def to_dataset(d):
-        ds = Dataset.from_dict({"text": d.texts, "label": [label2id[x] for x in d.labels]})
-        return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length),
-                      batched=True, remove_columns=["text"])
-
-    def dev_accuracy(prediction) -> dict:
-        return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
-
-    work = Path("/tmp") / f"mean-pooling-{args.task}-{args.seed}"
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(work), num_train_epochs=args.epochs, learning_rate=args.learning_rate,
-            per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=32,
-            warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear", seed=args.seed,
-            data_seed=args.seed, group_by_length=True, save_strategy="no", eval_strategy="epoch",
-            logging_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0),
-        train_dataset=to_dataset(data), eval_dataset=to_dataset(dev), compute_metrics=dev_accuracy,
-        data_collator=DataCollatorWithPadding(tokenizer),
-    )
-    started = time.perf_counter()
-    trainer.train()
+    with tempfile.TemporaryDirectory() as work:
+        # the settings `textcls train` uses for the same options (fp32, warm-up, weight decay, ...)
+        config = TrainConfig(task=args.task, data=args.data, eval_data=args.eval_data,
+                             output=Path(work), base_model=base, max_length=args.max_length,
+                             epochs=args.epochs, learning_rate=args.learning_rate,
+                             batch_size=args.batch_size, seed=args.seed)
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(config, "fp32", Path(work)),
+            train_dataset=encode_dataset(tokenizer, data, label2id, args.max_length),
+            eval_dataset=encode_dataset(tokenizer, dev, label2id, args.max_length),
+            compute_metrics=dev_accuracy,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
     curve = [round(e["eval_accuracy"], 4) for e in trainer.state.log_history if "eval_accuracy" in e]
     print(json.dumps({"task": args.task, "head": "mean pooling", "seed": args.seed,
                       "learning_rate": args.learning_rate, "epochs": args.epochs,
                       "dev_accuracy_by_epoch": curve, "final_dev_accuracy": curve[-1],
-                      "train_seconds": round(time.perf_counter() - started, 1)}))
+                      "train_seconds": round(seconds, 1)}))
 
 
 if __name__ == "__main__":

@@ -120,13 +120,11 @@ def train(config: TrainConfig) -> dict:
 
     import torch
     import transformers
-    from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,
     )
 
     from service.engine import available_cores
@@ -152,41 +150,10 @@ def train(config: TrainConfig) -> dict:
             f"id that could be fetched ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from exc
 
-    def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=config.max_length)
-
-    def to_dataset(d: LabelledData) -> Dataset:
-        ds = Dataset.from_dict({"text": d.texts, "label": [label2id[x] for x in d.labels]})
-        return ds.map(encode, batched=True, remove_columns=["text"])
-
-    train_ds, eval_ds = to_dataset(data), to_dataset(eval_data)
+    train_ds = encode_dataset(tokenizer, data, label2id, config.max_length)
+    eval_ds = encode_dataset(tokenizer, eval_data, label2id, config.max_length)
     out = Path(config.output)
-    args = TrainingArguments(
-        output_dir=str(out / "trainer-work"),
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=32,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        seed=config.seed,
-        data_seed=config.seed,
-        group_by_length=True,  # batches of similar length: less padding, the main CPU cost
-        bf16=precision == "bf16",  # autocast; the saved weights are fp32 either way
-        save_strategy="no",
-        # Dev accuracy after each epoch is logged (the curve that justifies the epoch count); the
-        # model kept is always the last one, never the best on dev.
-        eval_strategy="epoch",
-        logging_strategy="epoch",
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-        dataloader_num_workers=0,
-    )
-
-    def dev_accuracy(prediction) -> dict:
-        return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
+    args = training_arguments(config, precision, out / "trainer-work")
 
     class _Trainer(Trainer):
         def create_optimizer(self):
@@ -242,6 +209,50 @@ def train(config: TrainConfig) -> dict:
     write_report(evaluation, out / "report", f"{config.task}: {Path(base).name} fine-tuned, "
                  f"on {eval_data.source}", {"train_seconds": info["train_seconds"]})
     return info
+
+
+def encode_dataset(tokenizer, data: LabelledData, label2id: dict[str, int], max_length: int):
+    """A datasets.Dataset of token ids and label ids; texts cut at max_length tokens."""
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"text": data.texts, "label": [label2id[x] for x in data.labels]})
+    return ds.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+                  batched=True, remove_columns=["text"])
+
+
+def training_arguments(config: TrainConfig, precision: str, work_dir: Path):
+    """The Trainer's settings for a run of `config` (also used by bench/mean_pooling.py)."""
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=32,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        group_by_length=True,  # batches of similar length: less padding, the main CPU cost
+        bf16=precision == "bf16",  # autocast; the saved weights are fp32 either way
+        save_strategy="no",
+        # Dev accuracy after each epoch is logged (the curve that justifies the epoch count); the
+        # model kept is always the last one, never the best on dev.
+        eval_strategy="epoch",
+        logging_strategy="epoch",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def dev_accuracy(prediction) -> dict:
+    """The Trainer's compute_metrics: accuracy of the argmax over the held-out set."""
+    return {"accuracy": float((prediction.predictions.argmax(axis=1) == prediction.label_ids).mean())}
 
 
 def layer_depth(name: str, num_layers: int) -> int:
