@@ -82,7 +82,13 @@ class Prediction(BaseModel):
     scores: dict[str, float] = Field(description="Every class's probability; they sum to 1.")
 
 
-class ReceivedText(str):
+class ClippedText(str):
+    """A request's text, remembering whether it was cut to the character limit."""
+
+    clipped: bool = False
+
+
+class ReceivedText(ClippedText):
     """A text that remembers when its request passed validation and which request it came from.
 
     BentoML's batcher keeps its enqueue times to itself (dispatcher.py:103-108) but hands the batch
@@ -93,7 +99,6 @@ class ReceivedText(str):
 
     received_at: float
     request_id: int
-    clipped: bool
 
 
 def request_model(settings: ServiceSettings) -> type[BaseModel]:
@@ -152,12 +157,6 @@ def request_model(settings: ServiceSettings) -> type[BaseModel]:
             return stamped
 
     return TextsRequest
-
-
-class ClippedText(str):
-    """The text of an explain request, remembering whether it was cut to the character limit."""
-
-    clipped: bool = False
 
 
 def explain_request_model(settings: ServiceSettings) -> type[BaseModel]:
