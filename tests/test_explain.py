@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, TASK_ARCH
+from conftest import ROOT, TASK_ARCH, TINY_DIMS
 from export.bundle_export import CPU_CANDIDATES
 from export.explain_export import MAX_ATTENTION_DIFF
 from service.bundle import Bundle, BundleError
@@ -60,8 +60,8 @@ def test_the_explain_variant_is_checked_but_never_served(tiny_manifests, task):
 # --- what an explanation holds -----------------------------------------------------------------
 
 def test_shapes_agree(explainer):
-    config_layers, config_heads = 2, 2  # the tiny encoders of conftest
-    assert (explainer.layers, explainer.heads) == (config_layers, config_heads)
+    assert (explainer.layers, explainer.heads) == (TINY_DIMS["num_hidden_layers"],
+                                                   TINY_DIMS["num_attention_heads"])
     for text in TEXTS:
         e = explainer.explain(text)
         n = len(e.tokens)
@@ -217,9 +217,11 @@ def _fails(args, *needles):
 
 def test_cli_errors(tiny_bundles, tmp_path):
     model = ["--model", str(tiny_bundles["sentiment"]), "--output", str(tmp_path / "x.png")]
-    _fails([*model, "--layer", "2", "fine"], "layer 2 does not exist", "has 2 layers")
+    layers = TINY_DIMS["num_hidden_layers"]
+    _fails([*model, "--layer", str(layers), "fine"], f"layer {layers} does not exist", f"has {layers} layers")
     _fails([*model, "--layer", "-3", "fine"], "layer -3 does not exist")
-    _fails([*model, "--head", "5", "fine"], "head 5 does not exist", "has 2 heads")
+    heads = TINY_DIMS["num_attention_heads"]
+    _fails([*model, "--head", str(heads), "fine"], f"head {heads} does not exist", f"has {heads} heads")
     _fails([*model, ""], "the text is empty")
     _fails([*model, "   \n"], "the text is empty")
     _fails([*model, "--top", "0", "fine"], "--top must be at least 1")
@@ -246,9 +248,9 @@ def test_explainer_errors_name_what_is_allowed(explainers):
     for bad in ("", "  ", None):
         with pytest.raises(ExplainError, match="empty"):
             explainer.explain(bad)
-    with pytest.raises(ExplainError, match="0 to 1, or -1"):
+    with pytest.raises(ExplainError, match=f"0 to {explainer.layers - 1}, or -1"):
         explainer.explain("fine", layer=7)
     with pytest.raises(ExplainError, match="head"):
-        explainer.explain("fine", head=-3)
+        explainer.explain("fine", head=-explainer.heads - 1)
     with pytest.raises(ExplainError):
         explainer.explain("fine", layer=True)  # a bool is not a layer number
