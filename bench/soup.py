@@ -5,9 +5,11 @@
 
 Checkpoints fine-tuned from the same base (and, with the same seed, the same classifier head) can
 be averaged parameter by parameter (Wortsman et al., 2022, "Model soups"). This prints the dev
-accuracy of every checkpoint and of their average, all with PyTorch in fp32 and the max length of
-the first checkpoint's training. --output saves the average as a checkpoint `textcls export` takes.
-The figures it gave are in docs/real-data.md; the recipe does not use it.
+accuracy of every checkpoint, of their average, and of their ensemble (the mean of their class
+probabilities: N models run side by side, the usual upper bound for what averaging or distilling
+them can give), all with PyTorch in fp32 and the max length of the first checkpoint's training.
+--output saves the average as a checkpoint `textcls export` takes. The figures it gave are in
+docs/real-data.md; the recipe does not use it.
 """
 
 from __future__ import annotations
@@ -76,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     from service.engine import available_cores
     from textcls.errors import UserError
     from train.data import load_labelled
-    from train.finetune import predict_in_chunks, torch_predictor, trained_max_length
-    from train.report import evaluate
+    from train.finetune import torch_scorer, trained_max_length
+    from train.report import EVAL_BATCH_SIZE, evaluate
 
+    import numpy as np
     import torch
 
     torch.set_num_threads(available_cores())
@@ -91,18 +94,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     max_length = trained_max_length(args.checkpoints[0])
 
-    def accuracy(path: Path) -> float:
-        predict, labels = torch_predictor(path, max_length)
-        return evaluate(dev.labels, predict_in_chunks(predict, dev.texts), labels).accuracy
+    labels: list[str] = []
+
+    def probabilities(path: Path):
+        nonlocal labels
+        scores, labels = torch_scorer(path, max_length)
+        size = EVAL_BATCH_SIZE
+        return np.concatenate([scores(dev.texts[i : i + size]) for i in range(0, len(dev.texts), size)])
+
+    def accuracy(probs) -> float:
+        return evaluate(dev.labels, [labels[i] for i in probs.argmax(axis=1)], labels).accuracy
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             soup = average_checkpoints(args.checkpoints, args.output or Path(tmp) / "soup")
         except SoupError as exc:
             parser.error(str(exc))
+        members = []
         for path in args.checkpoints:
-            print(f"{path}\t{accuracy(path):.4f}")
-        print(f"average of {len(args.checkpoints)}\t{accuracy(soup):.4f}")
+            members.append(probabilities(path))
+            print(f"{path}\t{accuracy(members[-1]):.4f}")
+        print(f"average of {len(args.checkpoints)}\t{accuracy(probabilities(soup)):.4f}")
+        print(f"ensemble of {len(args.checkpoints)}\t{accuracy(np.mean(members, axis=0)):.4f}")
     return 0
 
 

@@ -74,8 +74,35 @@ def test_soup_scores_every_checkpoint_and_the_average(tiny_checkpoints, tmp_path
     assert main([str(src), str(shifted), "--data", str(demo_path("sentiment", "dev"))]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures = [float(line.split("\t")[1]) for line in lines]
-    assert len(figures) == 3 and lines[-1].startswith("average of 2")
-    assert figures[0] == figures[1] == figures[2]  # the mean of a checkpoint with itself is itself
+    assert len(figures) == 4
+    assert lines[2].startswith("average of 2") and lines[3].startswith("ensemble of 2")
+    assert len(set(figures)) == 1  # the mean of a checkpoint with itself is itself
+
+
+def test_soup_ensemble_averages_the_members_probabilities(tiny_checkpoints, tmp_path, capsys):
+    """One member made certain of the first label: the mean of the two members' probabilities
+    picks that label for every text, so the ensemble scores that label's share of the dev file."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from train.data import load_labelled
+    from train.demo_data import demo_path
+
+    src = tiny_checkpoints["sentiment"]
+    sure = AutoModelForSequenceClassification.from_pretrained(src)
+    with torch.no_grad():
+        sure.classifier.bias[0] += 50.0
+    sure.save_pretrained(tmp_path / "sure")
+    AutoTokenizer.from_pretrained(src).save_pretrained(tmp_path / "sure")
+
+    dev = demo_path("sentiment", "dev")
+    assert main([str(src), str(tmp_path / "sure"), "--data", str(dev)]) == 0
+    figures = [float(line.split("\t")[1]) for line in capsys.readouterr().out.strip().splitlines()]
+    first = AutoConfig.from_pretrained(src).id2label[0]
+    labels = load_labelled(dev).labels
+    share = round(sum(label == first for label in labels) / len(labels), 4)
+    assert figures[0] >= 0.8 and figures[1] == share  # the trained member, the certain one
+    assert figures[3] == share
 
 
 def test_soup_refuses_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):

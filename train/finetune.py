@@ -282,8 +282,9 @@ def layerwise_param_groups(model, learning_rate: float, decay: float, weight_dec
     return [groups[key] for key in sorted(groups)]
 
 
-def torch_predictor(path: Path, max_length: int):
-    """(predict(texts) -> labels, labels) for a saved checkpoint, with PyTorch in fp32."""
+def torch_scorer(path: Path, max_length: int):
+    """(scores(texts) -> class probabilities as a (texts, labels) array, labels) for a saved
+    checkpoint, with PyTorch in fp32."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -291,10 +292,20 @@ def torch_predictor(path: Path, max_length: int):
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
-    def predict(texts: list[str]) -> list[str]:
+    def scores(texts: list[str]):
         with torch.inference_mode():
             enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            return [labels[i] for i in model(**enc).logits.argmax(dim=1).tolist()]
+            return torch.softmax(model(**enc).logits, dim=1).numpy()
+
+    return scores, labels
+
+
+def torch_predictor(path: Path, max_length: int):
+    """(predict(texts) -> labels, labels) for a saved checkpoint, with PyTorch in fp32."""
+    scores, labels = torch_scorer(path, max_length)
+
+    def predict(texts: list[str]) -> list[str]:
+        return [labels[i] for i in scores(texts).argmax(axis=1).tolist()]
 
     return predict, labels
 
