@@ -106,6 +106,10 @@ class ServiceMetrics:
         for label, n in counts.items():
             m["predictions_total"].labels(task, label).inc(n)
 
+    def count_truncated(self, task: str, texts: int = 1) -> None:
+        """Texts cut outside a model batch (POST /explain)."""
+        self._m["truncated_texts_total"].labels(task).inc(texts)
+
     def count_error(self, task: str, error_type: str) -> None:
         self._m["request_errors_total"].labels(task, error_type).inc()
 

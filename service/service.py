@@ -517,6 +517,8 @@ def build_service(
                 return shaped_response(ServiceError(ErrorType.INVALID_INPUT, str(exc)))
             # cut to the character limit here, or to the model's max_length by the tokenizer
             answer["truncated"] = answer["truncated"] or getattr(text, "clipped", False)
+            if answer["truncated"]:
+                self.metrics.count_truncated(task)
             return answer
 
         def _classify(self, task: str, texts: list[str]) -> list[dict]:

@@ -35,6 +35,11 @@ async def test_explanations_match_the_served_labels(tiny_bundles, tmp_path):
 
 
 async def test_explain_says_when_the_text_was_cut(tiny_bundles, tmp_path):
+    from prometheus_client import REGISTRY
+
+    def counted() -> float:  # textcls_truncated_texts_total for sentiment, so far in this process
+        return REGISTRY.get_sample_value("textcls_truncated_texts_total", {"task": "sentiment"}) or 0.0
+
     settings = fake_settings(tmp_path, max_chars_per_text=100).model_copy(
         update={f"{task}_model": str(path) for task, path in tiny_bundles.items()})
     async with serving(build_service(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
@@ -43,7 +48,9 @@ async def test_explain_says_when_the_text_was_cut(tiny_bundles, tmp_path):
             assert response.status_code == 200, response.text
             return response.json()
 
+        before = counted()
         assert (await explain("a wonderful film"))["truncated"] is False
+        assert counted() == before  # an uncut text is not counted
         # over the character limit: cut to 100 characters before the tokenizer sees it
         long = "a wonderful film " * 10
         clipped = await explain(long)
@@ -52,6 +59,7 @@ async def test_explain_says_when_the_text_was_cut(tiny_bundles, tmp_path):
         # within the characters, over the model's max_length (64 tokens): cut by the tokenizer
         many = await explain("." * 90)  # one token per full stop
         assert many["truncated"] is True and len(many["tokens"]) == 64
+        assert counted() == before + 2  # both cuts counted, as for predictions
 
 
 @pytest.mark.parametrize("payload, needle", [
