@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     from service.engine import available_cores
     from textcls.errors import UserError
     from train.data import load_labelled
-    from train.finetune import torch_scorer, trained_max_length
-    from train.report import EVAL_BATCH_SIZE, evaluate
+    from train.finetune import predict_in_chunks, torch_scorer, trained_max_length
+    from train.report import evaluate
 
     import numpy as np
     import torch
@@ -94,15 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     max_length = trained_max_length(args.checkpoints[0])
 
-    labels: list[str] = []
-
     def probabilities(path: Path):
-        nonlocal labels
+        """(the dev texts' class probabilities, labels) of one checkpoint."""
         scores, labels = torch_scorer(path, max_length)
-        size = EVAL_BATCH_SIZE
-        return np.concatenate([scores(dev.texts[i : i + size]) for i in range(0, len(dev.texts), size)])
+        return np.array(predict_in_chunks(scores, dev.texts)), labels
 
-    def accuracy(probs) -> float:
+    def accuracy(probs, labels: list[str]) -> float:
         return evaluate(dev.labels, [labels[i] for i in probs.argmax(axis=1)], labels).accuracy
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         members = []
         for path in args.checkpoints:
             members.append(probabilities(path))
-            print(f"{path}\t{accuracy(members[-1]):.4f}")
-        print(f"average of {len(args.checkpoints)}\t{accuracy(probabilities(soup)):.4f}")
-        print(f"ensemble of {len(args.checkpoints)}\t{accuracy(np.mean(members, axis=0)):.4f}")
+            print(f"{path}\t{accuracy(*members[-1]):.4f}")
+        print(f"average of {len(args.checkpoints)}\t{accuracy(*probabilities(soup)):.4f}")
+        # average_checkpoints refused members whose labels differ: the first member's are everyone's
+        ensemble = np.mean([probs for probs, _ in members], axis=0)
+        print(f"ensemble of {len(args.checkpoints)}\t{accuracy(ensemble, members[0][1]):.4f}")
     return 0
 
 

@@ -317,7 +317,9 @@ def trained_max_length(path: Path, default: int = 128) -> int:
     return int(config.get("max_length") or default)
 
 
-def predict_in_chunks(predict, texts: list[str], size: int = EVAL_BATCH_SIZE) -> list[str]:
+def predict_in_chunks(predict, texts: list[str], size: int = EVAL_BATCH_SIZE) -> list:
+    """predict(texts) over `texts` in calls of `size`: one result per text (a label, or a row of
+    torch_scorer's probabilities)."""
     return [label for i in range(0, len(texts), size) for label in predict(texts[i : i + size])]
 
 
