@@ -142,3 +142,38 @@ def test_help_explains_the_command(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--out-dir" in out and "demo" in out
+
+
+def _templates(node):
+    """Every template string in a part of demo_templates.json (pools excluded)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _templates(value)
+    else:
+        for value in node:
+            yield from _templates(value)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_slot_has_a_pool_and_every_pool_is_used(task):
+    """The word lists live in train/demo_templates.json: a slot with no pool would only fail when
+    the generator happens to draw its template, and a pool no template names is dead data."""
+    import string
+
+    from train.demo_data import TEMPLATES_FILE, _load_templates
+
+    part = _load_templates(TEMPLATES_FILE)[task]
+    texts = {k: v for k, v in part.items() if k not in ("pools", "sticky", "places")}
+    # topic stories also fill the place slots, which come from "places", not from a pool
+    preset = {"country", "capital", "demonym"} if task == "topic" else set()
+    used = set()
+    for template in _templates(texts):
+        for _, field, _, _ in string.Formatter().parse(template):
+            if field:
+                name = field[2:] if field.startswith("C_") else field
+                used.add(name.rstrip("0123456789"))
+    assert used - preset <= set(part["pools"]), sorted(used - preset - set(part["pools"]))
+    assert set(part["pools"]) <= used, sorted(set(part["pools"]) - used)
+    assert set(part["sticky"]) <= set(part["pools"]) | preset, sorted(set(part["sticky"]) - set(part["pools"]))
