@@ -67,8 +67,8 @@ def main() -> None:
     import transformers
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
-    from service.engine import available_cores
-    from textcls.tasks import label_order
+    from core.system import available_cores
+    from core.tasks import label_order
     from train.data import load_labelled, load_many
     from train.finetune import (TrainConfig, default_base_model, dev_accuracy, encode_dataset,
                                 training_arguments)

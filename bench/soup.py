@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="save the averaged checkpoint here")
     args = parser.parse_args(argv)
 
-    from service.engine import available_cores
-    from textcls.errors import UserError
+    from core.system import available_cores
+    from core.errors import UserError
     from train.data import load_labelled
     from train.finetune import predict_in_chunks, torch_scorer, trained_max_length
     from train.report import evaluate

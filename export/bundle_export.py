@@ -9,9 +9,12 @@ Variants (names as in manifest.json):
   explanations (`export/explain_export.py`); never served for predictions.
 
 Each variant is run through the serving engine (so tokenizer drift is caught too) and compared
-with PyTorch on sample texts; with evaluation data, its accuracy is compared with PyTorch's.
-A variant that misses its bound fails the export: nothing is saved to the store. A check that
-could not run is recorded as unchecked, never as passed.
+with PyTorch on sample texts; with evaluation data, its accuracy is compared with PyTorch's, text
+by text (`compare_accuracy`). Every variant gets a verdict in the manifest: ``passed``,
+``failed`` (with its figures and the reason) or ``unchecked`` (the check could not run here; never
+recorded as passed). A failed variant is never served, but it does not sink the bundle: the
+bundle is stored with the fastest CPU variant that passed, and the export is refused only when no
+servable (CPU) variant passed, or under ``strict``.
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle
-from service.engine import CPU, Engine, available_cores
-from textcls.errors import BoundError, UserError
+from core.system import available_cores
+from service.engine import CPU, Engine
+from core.errors import BoundError, UserError
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 ALL_VARIANTS = ("fp32", "int8", "optimized", "fp16", "explain")
+# The variants the service may run on CPU; a bundle needs one of them to pass to be stored.
 CPU_CANDIDATES = ("int8", "optimized", "fp32")
+PASSED, FAILED, UNCHECKED = "passed", "failed", "unchecked"
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,22 @@ class ExportConfig(BaseModel):
     max_length: int | None = Field(None, ge=8, description="default: the length the model was trained with")
     variants: list[str] = Field(default_factory=lambda: list(ALL_VARIANTS))
     samples: int = Field(64, ge=4, description="sample texts for the parity check")
-    max_accuracy_drop: float = Field(0.5, ge=0, description="points of accuracy a variant may lose")
+    max_accuracy_drop: float = Field(0.5, ge=0, description="points of accuracy a variant may lose "
+                                     "against PyTorch before the paired test below is consulted")
+    significance: float = Field(0.05, gt=0, lt=1, description="a variant that loses more than "
+                                "max_accuracy_drop fails only when the exact one-sided McNemar test "
+                                "on the texts where it and PyTorch disagree gives p below this")
+    strict: bool = Field(False, description="refuse the whole bundle (store nothing) when any "
+                         "variant fails, instead of storing it without the failed variants")
     save: bool = Field(True, description="save the bundle into the BentoML model store")
 
 
 def export(config: ExportConfig, progress=None) -> dict:
-    """Build, check and (when every check passes) store a bundle; returns the manifest."""
+    """Build, check and store a bundle; returns the manifest.
+
+    Raises BoundError (with the manifest) when no servable variant passed, or when any variant
+    failed under ``config.strict``; the bundle directory is then kept for inspection and nothing
+    is stored."""
     step = progress or (lambda msg: log.info(msg))
     ckpt = config.checkpoint
     hf_config = _read_checkpoint(ckpt)
@@ -129,37 +145,38 @@ def export(config: ExportConfig, progress=None) -> dict:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": {v: {"file": files[v], "device": "gpu" if v == "fp16" else "cpu", **built.get(v, {})}
                      for v in variants},
-        "cpu_variant": "fp32",
-        "gpu_variant": "fp16" if "fp16" in variants else None,
+        # chosen after the checks below, from the variants that passed them
+        "cpu_variant": None,
+        "gpu_variant": None,
         "versions": _versions(),
     }
     _write_manifest(out, manifest)
 
-    step(f"checking {len(variants)} variants against PyTorch on {len(samples)} sample texts")
+    step(f"checking {len(variants)} variants against PyTorch on {len(samples)} sample texts"
+         + (f" and {len(eval_data)} labelled texts" if eval_data is not None else ""))
     t0 = time.perf_counter()
-    ref_logits, ref_accuracy = _pytorch_reference(ckpt, samples, eval_data, max_length)
-    manifest["pytorch"] = {"accuracy": ref_accuracy}
+    reference = _pytorch_reference(ckpt, samples, eval_data, max_length)
+    manifest["pytorch"] = {"accuracy": reference.accuracy}
     if eval_data is not None:
         manifest["eval"] = {"source": eval_data.source, "n": len(eval_data)}
-    failures = []
     bundle = Bundle.load(out)
     for v in variants:
         entry = manifest["variants"][v]
-        entry.update(_check_variant(bundle, v, samples, ref_logits, eval_data, ref_accuracy,
-                                    config.max_accuracy_drop))
-        if entry["passed"] is False:
-            failures.append(f"{v}: {entry['failure']}")
+        entry.update(_check_variant(bundle, v, samples, reference, eval_data, config))
     timings["checks_seconds"] = round(time.perf_counter() - t0, 1)
     manifest["cpu_variant"] = _fastest_cpu_variant(manifest)
+    fp16 = manifest["variants"].get("fp16")
+    manifest["gpu_variant"] = "fp16" if fp16 and fp16["verdict"] != FAILED else None
     manifest["timings"] = timings
     _write_manifest(out, manifest)
 
-    if failures:
-        raise BoundError(
-            "export refused, the bundle stays in " + str(out) + " for inspection and nothing was "
-            "saved to the store:\n  " + "\n  ".join(failures),
-            manifest,
-        )
+    failures = failed_variants(manifest)
+    kept = f"the bundle stays in {out} for inspection and nothing was saved to the store"
+    if manifest["cpu_variant"] is None:
+        raise BoundError(f"export refused: no servable variant ({', '.join(CPU_CANDIDATES)}) passed; "
+                         f"{kept}:\n  " + "\n  ".join(failures), manifest)
+    if failures and config.strict:
+        raise BoundError(f"export refused (--strict): {kept}:\n  " + "\n  ".join(failures), manifest)
     if config.save:
         step(f"saving bundle {config.task!r} into the BentoML model store")
         manifest["store_tag"] = save_to_store(out, manifest)
@@ -174,9 +191,11 @@ def save_to_store(bundle_dir: Path, manifest: dict) -> str:
         "labels": manifest["labels"],
         "cpu_variant": manifest["cpu_variant"],
         "gpu_variant": manifest["gpu_variant"],
+        "verdicts": {name: v["verdict"] for name, v in manifest["variants"].items()},
         "source_sha256": manifest["source"]["sha256"],
         "max_length": manifest["max_length"],
     }
+    metadata = {k: v for k, v in metadata.items() if v is not None}  # BentoML stores no None
     with bentoml.models.create(manifest["task"], labels={"task": manifest["task"]},
                                metadata=metadata) as model:
         for item in bundle_dir.iterdir():
@@ -267,7 +286,8 @@ def _build_explain(ckpt: Path, fp32: Path, target: Path, samples: list[str], max
 
     inputs = [i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input]
     figures = build_explain_variant(ckpt, target, input_names=inputs, texts=samples, max_length=max_length)
-    return {"attention_parity": figures}
+    failure = figures.pop("failure", None)
+    return {"attention_parity": figures, **({"build_failure": failure} if failure else {})}
 
 
 def _build_variant(variant: str, fp32: Path, target: Path) -> None:
@@ -324,7 +344,17 @@ def _sample_texts(task: str, eval_data, n: int, max_length: int) -> list[str]:
     return picked + [" ".join(GENERIC_SAMPLES) * (max_length // 20 + 1)]
 
 
-def _pytorch_reference(ckpt: Path, samples, eval_data, max_length: int):
+@dataclass
+class Reference:
+    """What PyTorch computes on the checkpoint: logits on the sample texts and, with evaluation
+    data, the label of every text and the accuracy."""
+
+    sample_logits: np.ndarray
+    predicted: list[str] | None = None
+    accuracy: float | None = None
+
+
+def _pytorch_reference(ckpt: Path, samples, eval_data, max_length: int) -> Reference:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -341,25 +371,27 @@ def _pytorch_reference(ckpt: Path, samples, eval_data, max_length: int):
                 rows.append(model(**enc).logits.float().numpy())
         return np.concatenate(rows)
 
-    accuracy = None
+    reference = Reference(sample_logits=logits(samples))
     if eval_data is not None:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        predicted = [labels[i] for i in logits(eval_data.texts).argmax(axis=1)]
-        accuracy = float(np.mean([p == t for p, t in zip(predicted, eval_data.labels)]))
-    return logits(samples), accuracy
+        reference.predicted = [labels[i] for i in logits(eval_data.texts).argmax(axis=1)]
+        reference.accuracy = float(np.mean([p == t for p, t in zip(reference.predicted, eval_data.labels)]))
+    return reference
 
 
-def _check_variant(bundle, variant, samples, ref_logits, eval_data, ref_accuracy, max_drop) -> dict:
+def _check_variant(bundle, variant: str, samples: list[str], reference: Reference, eval_data,
+                   config: ExportConfig) -> dict:
     bound = BOUNDS[variant]
     entry = {"bound": asdict(bound)}
     try:
-        engine = Engine(bundle, variant=variant, device="cpu")
+        engine = Engine(bundle, variant=variant, device="cpu", allow_failed=True)
         logits = engine.logits(samples)
     except Exception as exc:  # e.g. an fp16 graph whose fused kernels exist only on CUDA
-        entry.update(checked=False, passed=None, provider=None,
+        entry.update(checked=False, verdict=UNCHECKED, provider=None,
                      reason=f"cannot run on this machine ({type(exc).__name__}: {str(exc)[:200]}); "
                             "it is checked at service start-up on a GPU")
         return entry
+    ref_logits = reference.sample_logits
     diff = float(np.abs(logits - ref_logits).max())
     agreement = float(np.mean(logits.argmax(axis=1) == ref_logits.argmax(axis=1)))
     entry.update(
@@ -372,24 +404,85 @@ def _check_variant(bundle, variant, samples, ref_logits, eval_data, ref_accuracy
         problems.append(f"max |Δlogit| {diff:.4g} > {bound.max_abs_logit_diff}")
     if agreement < bound.min_label_agreement:
         problems.append(f"label agreement {agreement:.3f} < {bound.min_label_agreement}")
+    if bundle.variants[variant].get("build_failure"):
+        problems.append(bundle.variants[variant]["build_failure"])
     if eval_data is not None:
         texts = eval_data.texts
         predicted = [p.label for i in range(0, len(texts), EVAL_BATCH_SIZE)
                      for p in engine.predict(texts[i : i + EVAL_BATCH_SIZE])]
-        accuracy = float(np.mean([p == t for p, t in zip(predicted, eval_data.labels)]))
-        entry["accuracy"] = accuracy
-        if not within_accuracy_drop(ref_accuracy, accuracy, max_drop):
-            problems.append(f"accuracy {accuracy:.4f} is more than {max_drop} points below "
-                            f"PyTorch's {ref_accuracy:.4f}")
+        comparison = compare_accuracy(eval_data.labels, reference.predicted, predicted)
+        entry["accuracy"] = comparison.accuracy
+        entry["accuracy_check"] = comparison.summary(config.max_accuracy_drop, config.significance)
+        if comparison.worse(config.max_accuracy_drop, config.significance):
+            problems.append(
+                f"accuracy {comparison.accuracy:.4f} is {comparison.drop_points:.2f} points below "
+                f"PyTorch's {comparison.reference_accuracy:.4f} (bound {config.max_accuracy_drop}), and "
+                f"the paired test says it is worse: {comparison.reference_only_right} texts only "
+                f"PyTorch got right, {comparison.variant_only_right} only {variant}, exact McNemar "
+                f"p = {comparison.p_value:.3g} < {config.significance}")
     if variant in CPU_CANDIDATES:
         entry["throughput_seq_per_s"] = _throughput(engine, samples)
     if variant == "fp16":
         entry["note"] = ("checked on the CPU execution provider; CUDAExecutionProvider is "
                          "unchecked until the service starts on a GPU")
-    entry["passed"] = not problems
+    entry["verdict"] = FAILED if problems else PASSED
     if problems:
         entry["failure"] = "; ".join(problems)
     return entry
+
+
+@dataclass(frozen=True)
+class AccuracyComparison:
+    """A variant's accuracy against PyTorch's on the same texts, with the paired test.
+
+    Only the texts on which the two disagree about correctness carry evidence:
+    ``reference_only_right`` (b) that PyTorch got right and the variant wrong,
+    ``variant_only_right`` (c) the other way round. Were the variant no worse, each such text
+    would be as likely to fall either way, so b ~ Binomial(b + c, 1/2); ``p_value`` is the exact
+    one-sided McNemar test, P(X >= b). Losing 1 text of 160 (b = 1, c = 0) gives p = 0.5: no
+    evidence at all; losing 5 of 5 gives p = 0.031.
+    """
+
+    n: int
+    reference_accuracy: float
+    accuracy: float
+    reference_only_right: int
+    variant_only_right: int
+    p_value: float
+
+    @property
+    def drop_points(self) -> float:
+        return round((self.reference_accuracy - self.accuracy) * 100, 9)
+
+    def worse(self, max_drop_points: float, significance: float) -> bool:
+        """Failed: more than max_drop_points lost *and* the loss is significant."""
+        return (not within_accuracy_drop(self.reference_accuracy, self.accuracy, max_drop_points)
+                and self.p_value < significance)
+
+    def summary(self, max_drop_points: float, significance: float) -> dict:
+        return {"n": self.n, "pytorch_accuracy": self.reference_accuracy,
+                "drop_points": self.drop_points, "max_drop_points": max_drop_points,
+                "pytorch_only_right": self.reference_only_right,
+                "variant_only_right": self.variant_only_right,
+                "mcnemar_p": self.p_value, "significance": significance,
+                "worse": self.worse(max_drop_points, significance)}
+
+
+def compare_accuracy(truth: list[str], reference: list[str], predicted: list[str]) -> AccuracyComparison:
+    """Paired comparison of two predictors' labels for the same texts (see AccuracyComparison)."""
+    from scipy.stats import binomtest
+
+    if not (len(truth) == len(reference) == len(predicted)) or not truth:
+        raise ValueError(f"need one label per text from each: {len(truth)} true, "
+                         f"{len(reference)} reference, {len(predicted)} predicted")
+    ref_right = [r == t for r, t in zip(reference, truth)]
+    var_right = [p == t for p, t in zip(predicted, truth)]
+    b = sum(r and not v for r, v in zip(ref_right, var_right))
+    c = sum(v and not r for r, v in zip(ref_right, var_right))
+    p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+    n = len(truth)
+    return AccuracyComparison(n=n, reference_accuracy=sum(ref_right) / n, accuracy=sum(var_right) / n,
+                              reference_only_right=b, variant_only_right=c, p_value=float(p))
 
 
 def within_accuracy_drop(reference: float, accuracy: float, max_drop_points: float) -> bool:
@@ -406,10 +499,15 @@ def _throughput(engine: Engine, samples: list[str]) -> float:
     return round(len(samples) / (time.perf_counter() - t0), 1)
 
 
-def _fastest_cpu_variant(manifest: dict) -> str:
-    """The CPU variant the service runs: the fastest one that passed its checks."""
-    passed = [v for v in CPU_CANDIDATES
-              if manifest["variants"].get(v, {}).get("passed") and "throughput_seq_per_s" in manifest["variants"][v]]
+def _fastest_cpu_variant(manifest: dict) -> str | None:
+    """The CPU variant the service runs: the fastest one that passed its checks; None if none did."""
+    passed = [v for v in CPU_CANDIDATES if manifest["variants"].get(v, {}).get("verdict") == PASSED]
     if not passed:
-        return "fp32"
+        return None
     return max(passed, key=lambda v: manifest["variants"][v]["throughput_seq_per_s"])
+
+
+def failed_variants(manifest: dict) -> list[str]:
+    """'name: reason' for every variant whose verdict is failed."""
+    return [f"{name}: {v.get('failure', 'failed')}" for name, v in manifest["variants"].items()
+            if v.get("verdict") == FAILED]

@@ -77,12 +77,22 @@ class Bundle:
         return self.manifest["variants"]
 
     @property
-    def cpu_variant(self) -> str:
-        return self.manifest.get("cpu_variant", "fp32")
+    def cpu_variant(self) -> str | None:
+        """The variant served on CPU, chosen by the export among those that passed; None when none
+        did (such a bundle is never stored, but a directory can still hold one)."""
+        return self.manifest.get("cpu_variant")
 
     @property
     def gpu_variant(self) -> str | None:
         return self.manifest.get("gpu_variant")
+
+    def verdict(self, name: str) -> str:
+        """passed, failed or unchecked: what the export's checks said of a variant. Bundles written
+        before verdicts existed recorded ``passed`` as true, false or null."""
+        entry = self.variants.get(name, {})
+        if "verdict" in entry:
+            return entry["verdict"]
+        return {True: "passed", False: "failed"}.get(entry.get("passed"), "unchecked")
 
     @property
     def version(self) -> str:

@@ -11,7 +11,6 @@ Only tokenizers, numpy and onnxruntime are imported: the serving path never load
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from core.system import available_cores
 from service.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,6 @@ class BatchResult:
     logits: np.ndarray | None = None
 
 
-def available_cores() -> int:
-    """Cores this process may run on (cgroup/affinity aware), not the machine's total."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def choose_provider(device: str = "auto") -> str:
     """CUDA when asked or when onnxruntime-gpu sees a GPU, else CPU."""
     available = ort.get_available_providers()
@@ -82,15 +74,29 @@ class Engine:
         device: str = "auto",
         threads: int | None = None,
         sub_batch_size: int = 8,
+        allow_failed: bool = False,
     ) -> None:
+        """``variant`` None: the bundle's GPU variant on CUDA (its CPU variant when it has none),
+        else its CPU variant. A variant the export marked failed is refused unless
+        ``allow_failed`` (the export's own checks, or `textcls evaluate --variant` on purpose)."""
         if sub_batch_size < 1:
             raise ValueError("sub_batch_size must be at least 1")
         self.bundle = bundle
         self.provider = choose_provider(device)
         if variant is None:
-            variant = bundle.gpu_variant if self.provider == CUDA else bundle.cpu_variant
-            if variant is None:  # a bundle exported without a GPU variant
-                variant = bundle.cpu_variant
+            variant = bundle.gpu_variant if self.provider == CUDA else None
+            variant = variant or bundle.cpu_variant
+            if variant is None:
+                raise BundleError(
+                    f"bundle {bundle.path} has no CPU variant that passed the export's checks "
+                    f"(verdicts: { {v: bundle.verdict(v) for v in bundle.variants} }); re-export it."
+                )
+        if not allow_failed and bundle.verdict(variant) == "failed":
+            failure = bundle.variants[variant].get("failure", "see its manifest")
+            raise BundleError(
+                f"variant {variant!r} of bundle {bundle.path} failed the export's checks "
+                f"({failure}); it is never served."
+            )
         self.variant = variant
         self.sub_batch_size = sub_batch_size
         self.threads = threads or available_cores()

@@ -101,6 +101,12 @@ class Explainer:
                 f"{sorted(bundle.variants)}; re-export with textcls export <checkpoint> --task "
                 f"{bundle.task} --variants fp32,int8,optimized,fp16,explain."
             )
+        if bundle.verdict(EXPLAIN) == "failed":
+            raise BundleError(
+                f"the {EXPLAIN!r} variant of bundle {bundle.path} ({bundle.task}) failed the "
+                f"export's checks ({bundle.variants[EXPLAIN].get('failure', 'see its manifest')}); "
+                "explanations from it would not be those of the served model."
+            )
         self.bundle = bundle
         # The engine over the explain graph: the same tokenizer, truncation, feed and
         # postprocess as served predictions, so the two cannot drift apart.

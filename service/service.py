@@ -27,11 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, RedirectResponse
 
+from core.tasks import TASKS
 from service.engine import BatchResult, Engine
 from service.errors import SHAPED_HEADER, ErrorType, ServiceError, from_status
 from service.explain import EXPLAIN, ExplainError, Explainer
 from service.metrics import get_metrics
-from service.settings import TASKS, ServiceSettings, is_bundle_path, load_settings
+from service.settings import ServiceSettings, is_bundle_path, load_settings
 
 # BentoML's server logging config sends "bentoml.*" to stdout at INFO and leaves the root logger
 # at WARNING (bentoml/_internal/log.py:103-124), so start-up facts must log under "bentoml".
@@ -71,7 +72,7 @@ def make_engine(task: str, ref: str, settings: ServiceSettings) -> Engine:
 def make_explainer(engine: Classifier, settings: ServiceSettings) -> Explainer | None:
     """An explainer over the engine's bundle when it has the `explain` variant, else None."""
     bundle = getattr(engine, "bundle", None)
-    if bundle is None or EXPLAIN not in bundle.variants:
+    if bundle is None or EXPLAIN not in bundle.variants or bundle.verdict(EXPLAIN) == "failed":
         return None
     return Explainer(bundle, device=settings.device, threads=settings.threads)
 
@@ -460,8 +461,9 @@ def build_service(
                 self.engines[task] = engine
                 self.explainers[task] = explainer_factory(engine, settings)
                 if self.explainers[task] is None:
-                    log.warning("%s: the bundle has no explain variant; POST /explain answers 422 "
-                                "for it until the model is re-exported", task)
+                    log.warning("%s: the bundle has no explain variant that passed the export's "
+                                "checks; POST /explain answers 422 for it until the model is "
+                                "re-exported", task)
                 log.info(
                     "%s: bundle %s (version %s), variant %s on %s, labels %s",
                     task, source, engine.version, engine.variant, engine.provider, engine.labels,
@@ -510,7 +512,8 @@ def build_service(
                 return shaped_response(ServiceError(
                     ErrorType.INVALID_INPUT,
                     f"explanations are not available for {task}: its bundle has no explain "
-                    "variant; re-export it with `textcls export` (it builds one by default)"))
+                    "variant that passed the export's checks; re-export it with `textcls export` "
+                    "(it builds one by default)"))
             try:
                 answer = explainer.explain(text, layer=layer, head=head).to_dict()
             except ExplainError as exc:  # a layer or head this model does not have

@@ -16,8 +16,9 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.system import available_cores
+
 ENV_PREFIX = "TEXTCLS_"
-TASKS = ("sentiment", "topic")
 
 log = logging.getLogger("bentoml.textcls")
 
@@ -25,14 +26,6 @@ log = logging.getLogger("bentoml.textcls")
 _NAME = r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?"
 _VERSION = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _TAG = re.compile(rf"^{_NAME}(?::{_VERSION})?$")
-
-
-def available_cores() -> int:
-    """Cores this process may run on: honours taskset and cpusets, not CFS quotas (k8s limits)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def is_bundle_path(ref: str) -> bool:

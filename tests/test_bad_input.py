@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from textcls.cli import app
-from textcls.errors import DataError
+from core.errors import DataError
 from train.data import load_labelled, load_many
 
 runner = CliRunner()

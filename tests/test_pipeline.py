@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import TASK_ARCH, demo_files
 from export.bundle_export import BOUNDS, within_accuracy_drop
+from service.bundle import BundleError
 from textcls.cli import app
 
 runner = CliRunner()
@@ -132,7 +133,7 @@ def test_every_variant_is_checked_against_pytorch(tiny_manifests, task):
     assert sorted(manifest["variants"]) == sorted(VARIANTS)
     for name in VARIANTS:
         variant = manifest["variants"][name]
-        assert variant["checked"] is True and variant["passed"] is True, (name, variant)
+        assert variant["checked"] is True and variant["verdict"] == "passed", (name, variant)
         parity = variant["parity"]
         assert parity["max_abs_logit_diff"] <= BOUNDS[name].max_abs_logit_diff, name
         assert parity["label_agreement"] >= BOUNDS[name].min_label_agreement, name
@@ -182,22 +183,144 @@ def test_evaluate_a_bundle_dir_variant_and_a_checkpoint(tiny_bundles, tiny_check
     assert torch_run["accuracy"] == pytest.approx(tiny_manifests["sentiment"]["pytorch"]["accuracy"], abs=1e-4)
 
 
-def test_export_refuses_a_variant_that_misses_its_bound(tiny_checkpoints, tmp_path, monkeypatch):
+def _export(args, tmp_path):
+    result = runner.invoke(app, ["export", *args, "--output", str(tmp_path / "b")])
+    return result, json.loads((tmp_path / "b" / "manifest.json").read_text())
+
+
+def test_a_failed_variant_is_marked_never_served_and_the_bundle_is_stored(tiny_checkpoints, tmp_path, monkeypatch):
+    import bentoml
+
+    from export import bundle_export
+    from service.bundle import Bundle
+    from service.engine import Engine
+
+    before = len(bentoml.models.list("sentiment"))
+    # an int8 graph can never match PyTorch exactly: with a zero bound it must fail
+    monkeypatch.setitem(bundle_export.BOUNDS, "int8", bundle_export.Bound(0.0, 1.0))
+    result, manifest = _export([str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                "--variants", "fp32,int8,optimized"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "failed, never served" in result.output and "int8: max |Δlogit|" in result.output
+    int8 = manifest["variants"]["int8"]
+    assert int8["verdict"] == "failed" and "max |Δlogit|" in int8["failure"]
+    assert int8["parity"]["max_abs_logit_diff"] > 0  # its figures are kept
+    assert manifest["variants"]["fp32"]["verdict"] == "passed"
+    assert manifest["cpu_variant"] in ("fp32", "optimized")
+    assert len(bentoml.models.list("sentiment")) == before + 1
+    stored = bentoml.models.get(manifest["store_tag"])
+    assert stored.info.metadata["verdicts"]["int8"] == "failed"
+    # the engine serves the chosen variant and refuses the failed one unless asked on purpose
+    bundle = Bundle.load(stored.path)
+    assert Engine(bundle, device="cpu").variant == manifest["cpu_variant"]
+    with pytest.raises(BundleError, match="failed the export's checks"):
+        Engine(bundle, variant="int8", device="cpu")
+    assert Engine(bundle, variant="int8", device="cpu", allow_failed=True).variant == "int8"
+
+
+def test_strict_refuses_the_bundle_when_any_variant_fails(tiny_checkpoints, tmp_path, monkeypatch):
     import bentoml
 
     from export import bundle_export
 
     before = len(bentoml.models.list("sentiment"))
-    # an int8 graph can never match PyTorch exactly: with a zero bound the export must refuse
     monkeypatch.setitem(bundle_export.BOUNDS, "int8", bundle_export.Bound(0.0, 1.0))
-    result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
-                                 "--variants", "fp32,int8", "--output", str(tmp_path / "b")])
+    result, manifest = _export([str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                "--variants", "fp32,int8", "--strict"], tmp_path)
     assert result.exit_code == 2
-    assert "export refused" in result.output and "int8: max |Δlogit|" in result.output
+    assert "export refused (--strict)" in result.output and "int8: max |Δlogit|" in result.output
     assert len(bentoml.models.list("sentiment")) == before, "a refused bundle must not reach the store"
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["variants"]["int8"]["passed"] is False
-    assert manifest["variants"]["fp32"]["passed"] is True
+    assert manifest["variants"]["int8"]["verdict"] == "failed"
+
+
+def test_the_export_is_refused_when_no_servable_variant_passed(tiny_checkpoints, tmp_path, monkeypatch):
+    import bentoml
+
+    from export import bundle_export
+
+    before = len(bentoml.models.list("topic"))
+    for name in ("fp32", "int8"):
+        monkeypatch.setitem(bundle_export.BOUNDS, name, bundle_export.Bound(-1.0, 1.0))
+    result, manifest = _export([str(tiny_checkpoints["topic"]), "--task", "topic",
+                                "--variants", "fp32,int8"], tmp_path)
+    assert result.exit_code == 2
+    assert "no servable variant" in result.output
+    assert manifest["cpu_variant"] is None
+    assert len(bentoml.models.list("topic")) == before
+    with pytest.raises(BundleError, match="no CPU variant that passed"):
+        from service.bundle import Bundle
+        from service.engine import Engine
+
+        Engine(Bundle.load(tmp_path / "b"), device="cpu")
+
+
+def test_an_accuracy_loss_within_noise_passes_and_a_significant_one_fails(tiny_checkpoints, tmp_path, monkeypatch):
+    """The accuracy rule end to end, with the int8 variant's answers rigged: wrong on 1 text of
+    160 passes (p = 0.5); wrong on 12 more than PyTorch fails (p < 0.05), with both figures."""
+    from export import bundle_export
+    from service.engine import Engine
+
+    dev = demo_files("sentiment")[1]
+    real_predict = Engine.predict
+
+    def rigged(wrong_texts):
+        def predict(self, texts):
+            out = real_predict(self, texts)
+            if self.variant == "int8":
+                for p, text in zip(out, texts):
+                    if text in wrong_texts:
+                        p.label = next(label for label in self.labels if label != p.label)
+            return out
+        return predict
+
+    from train.data import load_labelled
+
+    data = load_labelled(dev)
+    for flips, verdict in ((1, "passed"), (12, "failed")):
+        monkeypatch.setattr(Engine, "predict", rigged(set(data.texts[:flips])))
+        out = tmp_path / f"flip{flips}"
+        result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                     "--variants", "fp32,int8", "--eval-data", dev, "--no-save",
+                                     "--output", str(out)])
+        assert result.exit_code == 0, result.output
+        check = json.loads((out / "manifest.json").read_text())["variants"]["int8"]["accuracy_check"]
+        assert check["pytorch_only_right"] - check["variant_only_right"] == pytest.approx(flips, abs=2)
+        assert check["drop_points"] > 0.5  # past the points bound both times ...
+        assert (check["mcnemar_p"] < 0.05) == (verdict == "failed")  # ... the paired test decides
+        assert json.loads((out / "manifest.json").read_text())["variants"]["int8"]["verdict"] == verdict
+        assert "McNemar p" in result.output
+
+
+def test_compare_accuracy_counts_only_the_texts_where_the_two_disagree():
+    from export.bundle_export import compare_accuracy
+
+    truth = ["a"] * 160
+    one_lost = compare_accuracy(truth, ["a"] * 160, ["b"] + ["a"] * 159)
+    assert (one_lost.reference_only_right, one_lost.variant_only_right) == (1, 0)
+    assert one_lost.drop_points == pytest.approx(0.625)
+    assert one_lost.p_value == pytest.approx(0.5)  # a coin flip: no evidence
+    assert not one_lost.worse(0.5, 0.05)
+    five_lost = compare_accuracy(truth, ["a"] * 160, ["b"] * 5 + ["a"] * 155)
+    assert five_lost.p_value == pytest.approx(1 / 32) and five_lost.worse(0.5, 0.05)
+    assert not five_lost.worse(5.0, 0.05)  # significant, but within the points bound
+    # the same net loss of 1 text, made of 7 lost and 6 gained: not evidence either
+    swapped = compare_accuracy(truth, ["a"] * 7 + ["b"] * 6 + ["a"] * 147, ["b"] * 7 + ["a"] * 6 + ["a"] * 147)
+    assert (swapped.reference_only_right, swapped.variant_only_right) == (7, 6)
+    assert swapped.p_value > 0.4
+    same = compare_accuracy(truth, truth, truth)
+    assert same.p_value == 1.0 and same.drop_points == 0
+    with pytest.raises(ValueError):
+        compare_accuracy(truth, truth, truth[:-1])
+
+
+def test_old_manifests_read_their_passed_flags_as_verdicts(tmp_path):
+    from service.bundle import Bundle
+
+    bundle = Bundle(path=tmp_path, manifest={"variants": {
+        "fp32": {"passed": True}, "int8": {"passed": False}, "fp16": {"passed": None},
+        "optimized": {"verdict": "failed"}}})
+    assert [bundle.verdict(v) for v in ("fp32", "int8", "fp16", "optimized", "absent")] == [
+        "passed", "failed", "unchecked", "failed", "unchecked"]
 
 
 def test_export_without_eval_data_and_without_saving(tiny_checkpoints, tmp_path):

@@ -1,7 +1,9 @@
 """`textcls`: one command for every stage. `bentoml serve` serves.
 
-Heavy libraries (torch, transformers, onnxruntime) are imported inside the commands so that
-`textcls --help` answers at once.
+A thin shell: each command parses its options into the stage's config object (``TrainConfig``,
+``ExportConfig``, ``DefaultsConfig``) and calls the stage's function; commands never call each
+other, and nothing imports this module. Heavy libraries (torch, transformers, onnxruntime) are
+imported inside the commands so that `textcls --help` answers at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from textcls.errors import UserError
+from core.errors import UserError
 
 app = typer.Typer(
     help="Fine-tune, export, evaluate and serve transformer text classifiers "
@@ -34,8 +36,20 @@ LABEL_COLUMN = typer.Option("label", help="Name of the column holding the class 
 
 
 def _fail(exc: Exception) -> None:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):  # a config object refused a value: name the option
+        exc = "; ".join(f"--{'-'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg']}"
+                        for e in exc.errors())
     console.print(f"[bold red]error:[/] {exc}", highlight=False)
     raise typer.Exit(2)
+
+
+def _config_errors():
+    """The errors a command turns into a message and exit status 2: the user's to fix."""
+    from pydantic import ValidationError
+
+    return (UserError, ValidationError)
 
 
 class Precision(str, Enum):
@@ -76,25 +90,19 @@ def train(
                                         "hardware has them (CUDA with bf16, a CPU with AVX512-BF16/AMX), else fp32."),
 ) -> None:
     """Fine-tune an encoder for sequence classification and write an HF checkpoint plus a report."""
-    if data is None:
-        from train.demo_data import demo_path
-
-        if task not in ("sentiment", "topic"):
-            _fail(UserError(f"no --data given and there is no demo set for task {task!r}."))
-        data = [str(demo_path(task, "train"))]
-        eval_data = eval_data or str(demo_path(task, "dev"))
-        console.print(f"no --data: training the demo model on {data}")
+    if not data:
+        console.print(f"no --data: training on the {task} demo set")
     output = output or Path("checkpoints") / task
     try:
         from train.finetune import TrainConfig, train as run_train
 
         info = run_train(TrainConfig(
-            task=task, data=data, eval_data=eval_data, output=output, base_model=base_model,
+            task=task, data=data or [], eval_data=eval_data, output=output, base_model=base_model,
             text_column=text_column, label_column=label_column, max_length=max_length,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, limit=limit,
             precision=precision.value, layer_decay=layer_decay,
         ))
-    except UserError as exc:
+    except _config_errors() as exc:
         _fail(exc)
     ev = info["eval"]
     console.print(
@@ -114,24 +122,35 @@ def export(
     variants: str = typer.Option("fp32,int8,optimized,fp16,explain", help="Comma-separated variants to build; "
                                  "fp32 is always built (the others derive from it)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per text. Default: the training length."),
-    max_accuracy_drop: float = typer.Option(0.5, help="Accuracy points a variant may lose against PyTorch."),
+    max_accuracy_drop: float = typer.Option(0.5, help="Accuracy points a variant may lose against PyTorch "
+                                            "on --eval-data. A variant that loses more fails only when "
+                                            "the loss is also significant (--significance)."),
+    significance: float = typer.Option(0.05, help="A variant past --max-accuracy-drop fails when the exact "
+                                       "one-sided McNemar test, on the texts where it and PyTorch disagree, "
+                                       "gives p below this: losing 1 text of 160 (p = 0.5) is no evidence."),
     samples: int = typer.Option(64, help="Sample texts for the parity check against PyTorch."),
     text_column: str = TEXT_COLUMN,
     label_column: str = LABEL_COLUMN,
+    strict: bool = typer.Option(False, help="Refuse the bundle (store nothing, exit 2) when any variant "
+                                "fails. Default: a failed variant is marked failed and never served, and "
+                                "the bundle is stored with the variants that passed."),
     save: bool = typer.Option(True, help="Save the checked bundle into the BentoML model store."),
 ) -> None:
-    """Export a checkpoint to ONNX variants, check them against PyTorch, store the bundle."""
+    """Export a checkpoint to ONNX variants, check them against PyTorch, store the bundle.
+
+    Exits 2 when no servable (CPU) variant passed, or with --strict when any variant failed."""
     try:
         from export.bundle_export import ExportConfig, export as run_export
 
         manifest = run_export(
             ExportConfig(checkpoint=checkpoint, task=task, output=output, eval_data=eval_data,
                          variants=[v.strip() for v in variants.split(",") if v.strip()],
-                         max_length=max_length, max_accuracy_drop=max_accuracy_drop, samples=samples,
-                         text_column=text_column, label_column=label_column, save=save),
-            progress=lambda msg: console.print(f"[cyan]›[/] {msg}"),
+                         max_length=max_length, max_accuracy_drop=max_accuracy_drop,
+                         significance=significance, samples=samples, text_column=text_column,
+                         label_column=label_column, strict=strict, save=save),
+            progress=_progress,
         )
-    except UserError as exc:
+    except _config_errors() as exc:
         if getattr(exc, "manifest", None):
             _print_variants(exc.manifest)
         _fail(exc)
@@ -140,22 +159,40 @@ def export(
     console.print(f"[green]exported[/] {task}: CPU variant {manifest['cpu_variant']}, store: {where}")
 
 
+def _progress(message: str) -> None:
+    console.print(f"[cyan]›[/] {message}", highlight=False)
+
+
 def _print_variants(manifest: dict) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table("variant", "checked on", "max |Δlogit|", "label agreement", "accuracy", "seq/s", "result")
+    from export.bundle_export import failed_variants
+
+    table = Table(title=f"{manifest['task']}: variants against PyTorch", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("variant", "on", "max|Δlogit|", "agree", "acc", "Δpts", "p", "seq/s", "verdict"):
+        table.add_column(header, no_wrap=True)
+    fmt = lambda x, f: "-" if x is None else format(x, f)
     for name, v in manifest["variants"].items():
-        parity = v.get("parity", {})
-        fmt = lambda x, f: "-" if x is None else format(x, f)
+        parity, acc = v.get("parity", {}), v.get("accuracy_check", {})
+        verdict = v.get("verdict", "unchecked")
         table.add_row(
-            name, (v.get("provider") or "unchecked").replace("ExecutionProvider", ""), fmt(parity.get("max_abs_logit_diff"), ".2e"),
-            fmt(parity.get("label_agreement"), ".3f"), fmt(v.get("accuracy"), ".4f"),
+            name + ("*" if name == manifest.get("cpu_variant") else ""),
+            (v.get("provider") or "-").replace("ExecutionProvider", ""),
+            fmt(parity.get("max_abs_logit_diff"), ".1e"), fmt(parity.get("label_agreement"), ".3f"),
+            fmt(v.get("accuracy"), ".4f"), fmt(acc.get("drop_points"), "+.2f"), fmt(acc.get("mcnemar_p"), ".3g"),
             fmt(v.get("throughput_seq_per_s"), ".0f"),
-            {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "unchecked"}[v.get("passed")],
+            {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]"}.get(verdict, verdict),
         )
     console.print(table)
+    console.print("* served on CPU. agree: labels as PyTorch's on the sample texts; acc: accuracy on "
+                  "the evaluation file; Δpts: PyTorch's accuracy minus the variant's, in points; p: exact "
+                  "one-sided McNemar test on the texts where the two disagree.", highlight=False)
     if manifest.get("pytorch", {}).get("accuracy") is not None:
-        console.print(f"PyTorch accuracy: {manifest['pytorch']['accuracy']:.4f}")
+        console.print(f"PyTorch accuracy: {manifest['pytorch']['accuracy']:.4f} on "
+                      f"{manifest.get('eval', {}).get('n', '?')} texts", highlight=False)
+    for failure in failed_variants(manifest):
+        console.print(f"[yellow]failed, never served:[/] {failure}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -216,9 +253,13 @@ def _predictor(model: str, variant: Optional[str]):
 
     try:
         bundle = resolve_bundle(model)
-        engine = Engine(bundle, variant=variant)
+        # a variant named on purpose is measured even when the export failed it (to see by how much)
+        engine = Engine(bundle, variant=variant, allow_failed=variant is not None)
     except BundleError as exc:
         raise UserError(str(exc)) from exc
+    if bundle.verdict(engine.variant) == "failed":
+        console.print(f"[yellow]note:[/] variant {engine.variant} failed the export's checks and is never "
+                      f"served ({bundle.variants[engine.variant].get('failure')})", highlight=False)
     predict = lambda texts: [p.label for p in engine.predict(texts)]
     return predict, engine.labels, f"{bundle.task}-{engine.variant}"
 
@@ -226,7 +267,7 @@ def _predictor(model: str, variant: Optional[str]):
 def _torch_predictor(path: Path):
     import torch
 
-    from service.engine import available_cores
+    from core.system import available_cores
     from train.finetune import torch_predictor, trained_max_length
 
     torch.set_num_threads(available_cores())
@@ -327,28 +368,38 @@ def build_defaults(
     tasks: str = typer.Option("sentiment,topic", help="Comma-separated tasks to build."),
     epochs: float = typer.Option(3.0, help="Passes over the demo data."),
     learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
+    base_model: Optional[str] = typer.Option(None, help="Hub id or directory of the encoder to fine-tune. "
+                                             "Default: the offline all-MiniLM-L6-v2."),
+    strict: bool = typer.Option(False, help="Refuse a bundle in which any variant failed (see `export --strict`)."),
 ) -> None:
-    """Build the demo sentiment and topic models (offline base model, demo data) if missing."""
-    from service.bundle import BundleError, resolve_bundle
-    from train.demo_data import demo_path
+    """Build the demo sentiment and topic models (offline base model, demo data) if missing:
+    train, export with every variant checked on the demo dev set, store. `make serve` runs this."""
+    from export.defaults import DefaultsConfig, build_defaults as run_build
 
-    for task in [t.strip() for t in tasks.split(",") if t.strip()]:
-        if not force:
-            try:
-                bundle = resolve_bundle(task)
-                console.print(f"{task}: store already has {bundle.path.name}; skipping (--force rebuilds)")
-                continue
-            except BundleError:
-                pass
-        console.rule(f"demo model: {task}")
-        t0 = time.perf_counter()
-        train(task=task, data=[str(demo_path(task, "train"))], eval_data=str(demo_path(task, "dev")),
-              base_model=None, output=Path("checkpoints") / task, text_column="text", label_column="label",
-              max_length=128, epochs=epochs, learning_rate=learning_rate, batch_size=16, seed=42, limit=None)
-        export(checkpoint=Path("checkpoints") / task, task=task, eval_data=str(demo_path(task, "dev")),
-               output=None, variants="fp32,int8,optimized,fp16,explain", max_length=None, max_accuracy_drop=0.5,
-               samples=64, text_column="text", label_column="label", save=True)
-        console.print(f"{task}: built in {time.perf_counter() - t0:.0f}s")
+    t0 = time.perf_counter()
+    try:
+        config = DefaultsConfig(tasks=[t.strip() for t in tasks.split(",") if t.strip()], force=force,
+                                epochs=epochs, learning_rate=learning_rate, base_model=base_model,
+                                strict=strict)
+        models = run_build(config, progress=_progress)
+    except _config_errors() as exc:
+        if getattr(exc, "manifest", None):
+            _print_variants(exc.manifest)
+        _fail(exc)
+    for model in models:
+        if model.built:
+            _print_variants(model.manifest)
+    _print_defaults(models, time.perf_counter() - t0)
+
+
+def _print_defaults(models, seconds: float) -> None:
+    console.rule(f"demo models ({seconds:.0f}s in all)")
+    for m in models:
+        took = (f"train {m.train_seconds:.0f}s, export {m.export_seconds:.0f}s" if m.built
+                else "already stored, not rebuilt")
+        verdicts = ", ".join(f"{name} {v.get('verdict', 'unchecked')}" for name, v in m.manifest["variants"].items())
+        console.print(f"{m.task}: {m.store_tag} ({took}); serves {m.manifest.get('cpu_variant')} on CPU; "
+                      f"verdicts: {verdicts}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

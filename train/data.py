@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from textcls.errors import DataError
-from textcls.tasks import HUB_LABELS
+from core.errors import DataError
+from core.tasks import HUB_LABELS
 
 READERS = {
     ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False),

@@ -16,7 +16,7 @@ Regenerate the committed files with::
     python -m train.demo_data            # writes train/data/{task}_{split}.csv
     python -m train.demo_data --check    # exit status 1 if they are stale
 
-Only the standard library is used.
+Only the standard library (and core.tasks, for the label names) is used.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import json
 import random
 from pathlib import Path
 
-TASKS = {
-    "sentiment": ["negative", "positive"],
-    "topic": ["World", "Sports", "Business", "Sci/Tech"],
-}
+from core.tasks import TASK_LABELS
+
+TASKS = TASK_LABELS  # task -> labels, balanced in every split
 SPLITS = ("train", "dev")
 SPLIT_SIZES = {"train": 600, "dev": 160}
 DEFAULT_SEED = 20240611

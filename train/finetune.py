@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from textcls.errors import UserError
-from textcls.tasks import label_order
+from core.errors import UserError
+from core.tasks import label_order
 from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
 from train.report import EVAL_BATCH_SIZE, evaluate, write_report
 
@@ -44,9 +44,11 @@ class TrainConfig(BaseModel):
     """Everything one fine-tuning run depends on; written next to the checkpoint."""
 
     task: str = Field(description="task name; becomes the model's name in the store at export")
-    data: list[str] = Field(min_length=1, description="training files (CSV/JSONL/Parquet) or hub "
-                            "dataset names, used together")
-    eval_data: str | None = Field(None, description="held-out file; default: 10% of data, stratified")
+    data: list[str] = Field(default_factory=list, description="training files (CSV/JSONL/Parquet) "
+                            "or hub dataset names, used together; empty: the task's demo set "
+                            "(sentiment and topic only)")
+    eval_data: str | None = Field(None, description="held-out file; default: the demo dev set with "
+                                  "demo data, else 10% of data, stratified")
     output: Path = Field(description="checkpoint directory to write")
     base_model: str | None = Field(None, description="hub id or directory; default: offline MiniLM")
     text_column: str = "text"
@@ -104,9 +106,27 @@ def _hash_file(path: str) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def with_demo_data(config: TrainConfig) -> TrainConfig:
+    """`config` itself when it names data; else the same run on the task's demo set (train split,
+    and the dev split as held-out file unless one is named)."""
+    if config.data:
+        return config
+    from train.demo_data import TASKS as DEMO_TASKS, demo_path
+
+    if config.task not in DEMO_TASKS:
+        raise UserError(f"no training data given and there is no demo set for task {config.task!r} "
+                        f"(only for {', '.join(DEMO_TASKS)}); name a file with --data.")
+    return config.model_copy(update={
+        "data": [str(demo_path(config.task, "train"))],
+        "eval_data": config.eval_data or str(demo_path(config.task, "dev")),
+    })
+
+
 def train(config: TrainConfig) -> dict:
-    """Run one fine-tuning; returns the evaluation summary. Writes the checkpoint to config.output."""
+    """Run one fine-tuning; returns the evaluation summary. Writes the checkpoint to config.output.
+    With no data, trains on the task's demo set (`with_demo_data`)."""
     t_start = time.perf_counter()
+    config = with_demo_data(config)
     data = load_many(config.data, text_column=config.text_column,
                      label_column=config.label_column, limit=config.limit)
     check_trainable(data)
@@ -127,7 +147,7 @@ def train(config: TrainConfig) -> dict:
         Trainer,
     )
 
-    from service.engine import available_cores
+    from core.system import available_cores
 
     torch.set_num_threads(available_cores())
     transformers.set_seed(config.seed)

@@ -1,9 +1,12 @@
-"""The tasks this product ships defaults for, and their label order (the order of the public sets)."""
+"""The tasks this product serves and ships demo models for, and their label order (the order of the
+public sets)."""
 
 TASK_LABELS: dict[str, list[str]] = {
     "sentiment": ["negative", "positive"],
     "topic": ["World", "Sports", "Business", "Sci/Tech"],
 }
+# The tasks the service has an endpoint for (POST /sentiment, POST /topic) and demo models of.
+TASKS: tuple[str, ...] = tuple(TASK_LABELS)
 
 # Hub datasets a user with a network may name instead of a file: the id of each class.
 HUB_LABELS: dict[str, list[str]] = {

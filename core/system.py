@@ -1,0 +1,13 @@
+"""Facts about the machine a stage runs on."""
+
+from __future__ import annotations
+
+import os
+
+
+def available_cores() -> int:
+    """Cores this process may run on: honours taskset and cpusets, not CFS quotas (k8s limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,54 @@
+"""The packages import one way: core at the bottom, the `textcls` CLI at the top, nothing above it.
+
+    textcls (CLI)  ->  export  ->  train, service  ->  core
+    bench          ->  export, train, service, core
+
+A stage that imported the CLI would make it both the top and the bottom of the house again
+(issue 10), and the serving path (service/, packed into the Bento with core/) must never pull in
+train/ or export/, which need torch.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "service", "train", "export", "bench", "textcls")
+# package -> the project packages it may import (besides itself)
+ALLOWED = {
+    "core": set(),
+    "service": {"core"},
+    "train": {"core"},
+    "export": {"core", "service", "train"},
+    "bench": {"core", "service", "train", "export"},
+    "textcls": {"core", "service", "train", "export"},
+}
+
+
+def project_imports(package: str) -> dict[str, set[str]]:
+    """Project packages imported anywhere in a package (function-level imports too), by file."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names & set(PACKAGES) - {package}
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_go_one_way(package):
+    wrong = {f: sorted(names - ALLOWED[package]) for f, names in project_imports(package).items()
+             if names - ALLOWED[package]}
+    assert not wrong, f"{package} may import only {sorted(ALLOWED[package])}; found {wrong}"
+
+
+def test_the_rules_cover_every_package():
+    on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert on_disk == set(PACKAGES), "a new package needs its place in ALLOWED"
