@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,15 +61,36 @@ def start(env: dict, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+def group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM to the whole group (make, bentoml, its workers), then wait until every process of
+    it is gone, so the port is free for the next start; SIGKILL what outlives the grace period."""
+    if group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        proc.poll()  # reap make itself, or its zombie keeps the group alive
+        time.sleep(0.5)
+    if group_alive(proc.pid):
+        print(f"smoke: the server outlived {grace:.0f}s after SIGTERM; killing it", flush=True)
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    proc.wait(timeout=10)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> float:
@@ -87,7 +109,10 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> float:
 
 def check_endpoints(url: str) -> None:
     for task, (texts, labels) in REQUESTS.items():
-        status, body = http("POST", f"{url}/{task}", {"texts": texts})
+        try:
+            status, body = http("POST", f"{url}/{task}", {"texts": texts})
+        except OSError as exc:  # refused, reset, timed out
+            raise SmokeFailure(f"POST /{task}: {type(exc).__name__}: {exc}") from exc
         if status != 200:
             raise SmokeFailure(f"POST /{task} answered {status}: {body[:500]!r}")
         answer = json.loads(body)
@@ -101,6 +126,8 @@ def check_endpoints(url: str) -> None:
 
 def run(label: str, env: dict, log: Path, timeout: float) -> float:
     url = f"http://127.0.0.1:{env['BENTOML_PORT']}"
+    if not port_free(int(env["BENTOML_PORT"])):  # else /readyz could be another server's answer
+        raise SmokeFailure(f"port {env['BENTOML_PORT']} is taken before `make serve` starts")
     t0 = time.monotonic()
     proc = start(env, log)
     try:
@@ -137,6 +164,8 @@ def main() -> int:
     except SmokeFailure as exc:
         print(f"smoke: FAILED: {exc}\n--- last lines of {log} ---\n{log.read_text()[-6000:]}", flush=True)
         return 1
+    finally:
+        shutil.rmtree(home, ignore_errors=True)  # the two demo bundles: a few hundred MB
     print("smoke: passed", flush=True)
     return 0
 

@@ -65,7 +65,8 @@ def test_bentoml_build_packs_both_models_and_only_the_serving_code(tiny_bundles,
     sources = sorted(str(p.relative_to(bento / "src")) for p in (bento / "src").rglob("*")
                      if p.is_file())
     assert "service/service.py" in sources and "service/engine.py" in sources
-    assert all(p.startswith("service/") or p == "bentofile.yaml" for p in sources), sources
+    assert "core/tasks.py" in sources  # what the service shares with the stages
+    assert all(p.startswith(("service/", "core/")) or p == "bentofile.yaml" for p in sources), sources
 
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     required = {re.split(r"[=<>~\[ ]", line)[0].strip().lower()
