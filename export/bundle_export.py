@@ -126,11 +126,16 @@ def export(config: ExportConfig, progress=None) -> dict:
     for v in variants[1:]:
         step(f"building the {v} variant")
         t1 = time.perf_counter()
-        if v == "explain":
-            built[v] = _build_explain(ckpt, out / files["fp32"], out / files[v], samples, max_length)
-            timings["explain_seconds"] = round(time.perf_counter() - t1, 1)
-        else:
-            _build_variant(v, out / files["fp32"], out / files[v])
+        try:
+            if v == "explain":
+                built[v] = _build_explain(ckpt, out / files["fp32"], out / files[v], samples, max_length)
+                timings["explain_seconds"] = round(time.perf_counter() - t1, 1)
+            else:
+                _build_variant(v, out / files["fp32"], out / files[v])
+        except Exception as exc:  # one variant that cannot be built must not sink the others
+            log.warning("the %s variant could not be built", v, exc_info=True)
+            (out / files[v]).unlink(missing_ok=True)
+            built[v] = {"build_failure": f"could not be built ({type(exc).__name__}: {str(exc)[:300]})"}
     timings["variants_seconds"] = round(time.perf_counter() - t0, 1)
 
     manifest = {
@@ -383,6 +388,10 @@ def _check_variant(bundle, variant: str, samples: list[str], reference: Referenc
                    config: ExportConfig) -> dict:
     bound = BOUNDS[variant]
     entry = {"bound": asdict(bound)}
+    build_failure = bundle.variants[variant].get("build_failure")
+    if build_failure and not (bundle.path / bundle.variants[variant]["file"]).is_file():
+        entry.update(checked=False, verdict=FAILED, provider=None, failure=build_failure)
+        return entry
     try:
         engine = Engine(bundle, variant=variant, device="cpu", allow_failed=True)
         logits = engine.logits(samples)
@@ -404,8 +413,8 @@ def _check_variant(bundle, variant: str, samples: list[str], reference: Referenc
         problems.append(f"max |Δlogit| {diff:.4g} > {bound.max_abs_logit_diff}")
     if agreement < bound.min_label_agreement:
         problems.append(f"label agreement {agreement:.3f} < {bound.min_label_agreement}")
-    if bundle.variants[variant].get("build_failure"):
-        problems.append(bundle.variants[variant]["build_failure"])
+    if build_failure:  # built, but its own check at build time failed (explain's attentions)
+        problems.append(build_failure)
     if eval_data is not None:
         texts = eval_data.texts
         predicted = [p.label for i in range(0, len(texts), EVAL_BATCH_SIZE)

@@ -155,4 +155,17 @@ def tiny_bundles(tiny_manifests, tmp_path_factory) -> dict[str, Path]:
     (tiny BERT) and `topic` (tiny RoBERTa)."""
     import bentoml
 
-    return {task: Path(bentoml.models.get(f"{task}:latest").path) for task in tiny_manifests}
+    return {task: Path(bentoml.models.get(m["store_tag"]).path) for task, m in tiny_manifests.items()}
+
+
+@pytest.fixture
+def keep_store(tiny_bundles):
+    """Models a test stores are deleted after it, so `sentiment:latest` and `topic:latest` (what the
+    service serves by default) stay the session's tiny bundles for the tests that follow."""
+    import bentoml
+
+    before = {str(m.tag) for m in bentoml.models.list()}
+    yield
+    for model in bentoml.models.list():
+        if str(model.tag) not in before:
+            bentoml.models.delete(model.tag)

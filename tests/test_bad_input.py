@@ -132,3 +132,12 @@ def test_train_unknown_precision(tmp_path):
     data = _csv(tmp_path / "d.csv", GOOD)
     _fails(["train", "--task", "sentiment", "--data", data, "--precision", "fp16"],
            "--precision", "'fp16' is not one of", "'fp32'", "'bf16'")
+
+
+def test_config_values_out_of_range_name_the_option(tiny_checkpoints, tmp_path):
+    # refused by the stage's config object (pydantic), reported as the CLI option
+    _fails(["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment", "--significance", "1.5",
+            "--output", str(tmp_path / "b")], "--significance:", "less than 1")
+    _fails(["train", "--task", "sentiment", "--max-length", "4", "--output", str(tmp_path / "c")],
+           "--max-length:", "greater than or equal to 8")
+    _fails(["build-defaults", "--tasks", "sentiment", "--epochs", "0"], "--epochs:", "greater than 0")

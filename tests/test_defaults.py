@@ -24,7 +24,7 @@ def stored(name: str) -> int:
     return sum(1 for m in bentoml.models.list() if m.tag.name == name)
 
 
-def test_build_defaults_builds_stores_and_then_keeps_what_is_stored(tiny_bases, tmp_path, monkeypatch):
+def test_build_defaults_builds_stores_and_then_keeps_what_is_stored(tiny_bases, tmp_path, monkeypatch, keep_store):
     import bentoml
 
     monkeypatch.chdir(tmp_path)  # checkpoints/ and bundles/ land here, as in a fresh clone

@@ -243,6 +243,23 @@ def test_a_bundle_without_the_explain_variant(tiny_bundles, tmp_path):
     _fails(["--model", str(old), "fine"], "has no 'explain' variant", "re-export with textcls export")
 
 
+def test_a_failed_explain_variant_is_never_used(tiny_bundles, tmp_path):
+    from service.service import make_explainer
+    from service.settings import ServiceSettings
+
+    failed = tmp_path / "failed-explain"
+    shutil.copytree(tiny_bundles["sentiment"], failed)
+    manifest = json.loads((failed / "manifest.json").read_text())
+    manifest["variants"]["explain"].update(verdict="failed", failure="attentions differ from PyTorch")
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle.load(failed)
+    with pytest.raises(BundleError, match="failed the export's checks"):
+        Explainer(bundle)
+    _fails(["--model", str(failed), "fine"], "failed the export's checks")
+    engine = Engine(bundle, device="cpu")  # predictions are still served from the CPU variant
+    assert make_explainer(engine, ServiceSettings()) is None  # so POST /explain answers 422
+
+
 def test_explainer_errors_name_what_is_allowed(explainers):
     explainer = explainers["topic"]
     for bad in ("", "  ", None):

@@ -188,7 +188,8 @@ def _export(args, tmp_path):
     return result, json.loads((tmp_path / "b" / "manifest.json").read_text())
 
 
-def test_a_failed_variant_is_marked_never_served_and_the_bundle_is_stored(tiny_checkpoints, tmp_path, monkeypatch):
+def test_a_failed_variant_is_marked_never_served_and_the_bundle_is_stored(tiny_checkpoints, tmp_path, monkeypatch,
+                                                                       keep_store):
     import bentoml
 
     from export import bundle_export
@@ -288,7 +289,7 @@ def test_an_accuracy_loss_within_noise_passes_and_a_significant_one_fails(tiny_c
         assert check["drop_points"] > 0.5  # past the points bound both times ...
         assert (check["mcnemar_p"] < 0.05) == (verdict == "failed")  # ... the paired test decides
         assert json.loads((out / "manifest.json").read_text())["variants"]["int8"]["verdict"] == verdict
-        assert "McNemar p" in result.output
+        assert "McNemar test" in result.output
 
 
 def test_compare_accuracy_counts_only_the_texts_where_the_two_disagree():
@@ -343,3 +344,40 @@ def test_the_accuracy_bound_is_inclusive_and_exact():
     assert not within_accuracy_drop(0.915, 0.909, 0.5)
     assert within_accuracy_drop(0.90, 0.95, 0.5)  # a variant may be better
     assert not within_accuracy_drop(0.9, 0.9 - 1e-6, 0.0)
+
+
+def test_a_variant_that_cannot_be_built_is_failed_and_the_rest_are_stored(tiny_checkpoints, tmp_path, monkeypatch):
+    from export import bundle_export
+
+    real_build = bundle_export._build_variant
+
+    def broken_optimizer(variant, fp32, target):
+        if variant == "optimized":
+            raise RuntimeError("fusion pass crashed")
+        return real_build(variant, fp32, target)
+
+    monkeypatch.setattr(bundle_export, "_build_variant", broken_optimizer)
+    result, manifest = _export([str(tiny_checkpoints["topic"]), "--task", "topic", "--no-save",
+                                "--variants", "fp32,int8,optimized"], tmp_path)
+    assert result.exit_code == 0, result.output
+    optimized = manifest["variants"]["optimized"]
+    assert optimized["verdict"] == "failed" and "fusion pass crashed" in optimized["failure"]
+    assert not (tmp_path / "b" / "model_optimized.onnx").exists()
+    assert manifest["cpu_variant"] in ("fp32", "int8")
+
+
+def test_an_explain_variant_off_its_attention_bound_is_failed_not_fatal(tiny_checkpoints, tmp_path, monkeypatch):
+    from export import explain_export
+
+    monkeypatch.setattr(explain_export, "MAX_ATTENTION_DIFF", -1.0)  # nothing can meet it
+    result, manifest = _export([str(tiny_checkpoints["sentiment"]), "--task", "sentiment", "--no-save",
+                                "--variants", "fp32,explain"], tmp_path)
+    assert result.exit_code == 0, result.output
+    explain = manifest["variants"]["explain"]
+    assert explain["verdict"] == "failed" and "attentions differ from PyTorch" in explain["failure"]
+    assert explain["attention_parity"]["max_abs_attention_diff"] >= 0  # the figures are kept
+    from service.bundle import Bundle
+    from service.explain import Explainer
+
+    with pytest.raises(BundleError, match="failed the export's checks"):
+        Explainer(Bundle.load(tmp_path / "b"), device="cpu")

@@ -117,7 +117,8 @@ def export(
     checkpoint: Path = typer.Argument(..., help="Fine-tuned HF checkpoint directory (from `textcls train`)."),
     task: str = typer.Option(..., help="Name of the bundle in the BentoML store (sentiment, topic, ...)."),
     eval_data: Optional[str] = typer.Option(None, help="Labelled file: every variant's accuracy is measured "
-                                            "and must stay within --max-accuracy-drop of PyTorch's."),
+                                            "and compared with PyTorch's on the same texts "
+                                            "(--max-accuracy-drop, --significance)."),
     output: Optional[Path] = typer.Option(None, help="Bundle directory. Default: bundles/<task>."),
     variants: str = typer.Option("fp32,int8,optimized,fp16,explain", help="Comma-separated variants to build; "
                                  "fp32 is always built (the others derive from it)."),
