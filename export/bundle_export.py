@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle
-from core.system import available_cores
-from service.engine import CPU, Engine
 from core.errors import BoundError, UserError
+from core.system import available_cores
+from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle
+from service.engine import CPU, Engine
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from textcls.cli import app
 from core.errors import DataError
+from textcls.cli import app
 from train.data import load_labelled, load_many
 
 runner = CliRunner()
