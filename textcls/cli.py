@@ -1,8 +1,8 @@
 """`textcls`: one command for every stage. `bentoml serve` serves.
 
 A thin shell: each command parses its options into the stage's config object (``TrainConfig``,
-``ExportConfig``, ``DefaultsConfig``) and calls the stage's function; commands never call each
-other, and nothing imports this module. Heavy libraries (torch, transformers, onnxruntime) are
+``ExportConfig``, ``DefaultsConfig``, ``ScoreConfig``, ``MergeConfig``) and calls the stage's
+function; commands never call each other, and nothing imports this module. Heavy libraries (torch, transformers, onnxruntime) are
 imported inside the commands so that `textcls --help` answers at once.
 """
 
@@ -216,7 +216,7 @@ def evaluate(
     from tqdm import tqdm
 
     from train.data import check_known_labels, load_labelled
-    from train.report import EVAL_BATCH_SIZE, evaluate as score, write_report
+    from train.report import EVAL_BATCH_SIZE, evaluate as evaluate_predictions, write_report
 
     batch_size = batch_size or EVAL_BATCH_SIZE
 
@@ -234,7 +234,7 @@ def evaluate(
             predicted += predictor(chunk)
             bar.update(len(chunk))
     seconds = time.perf_counter() - t0
-    evaluation = score(dataset.labels, predicted, labels)
+    evaluation = evaluate_predictions(dataset.labels, predicted, labels)
     output = output or Path("reports") / name.replace(":", "-").replace("/", "_")
     write_report(evaluation, output, f"{name} on {dataset.source}",
                  {"seconds": round(seconds, 1), "texts_per_second": round(len(dataset) / seconds, 1)})
@@ -275,6 +275,144 @@ def _torch_predictor(path: Path):
     torch.set_num_threads(available_cores())
     predict, labels = torch_predictor(path, trained_max_length(path))
     return predict, labels, f"{path.name}-pytorch"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def score(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="CSV, TSV, JSONL or Parquet file "
+                                      "with a text column; read in chunks, never whole."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file; its suffix (.csv, .tsv, "
+                                ".jsonl, .parquet) picks the format. Every input row, in input "
+                                "order, with label, score, (prob_<label>) and error columns."),
+    task: Optional[str] = typer.Option(None, help="Task whose latest bundle in the BentoML store "
+                                       "scores (what `bentoml serve` serves); with --url, the "
+                                       "service's endpoint."),
+    model: Optional[str] = typer.Option(None, help="A bundle directory or store tag (topic:VERSION) "
+                                        "instead of --task."),
+    text_column: str = TEXT_COLUMN,
+    probabilities: bool = typer.Option(False, "--probabilities", help="Add a prob_<label> column "
+                                       "for every class."),
+    column_prefix: str = typer.Option("", help="Put this before the added columns' names, for "
+                                      "inputs that already have a label or score column."),
+    url: Optional[str] = typer.Option(None, help="Score through a running textcls service (e.g. "
+                                      "http://localhost:3000) instead of in this process."),
+    concurrency: int = typer.Option(4, help="With --url: requests in flight at once."),
+    request_size: int = typer.Option(32, help="With --url: texts per request (the service accepts "
+                                     "up to TEXTCLS_MAX_TEXTS_PER_REQUEST, default 64)."),
+    retries: int = typer.Option(5, help="With --url: tries after the first on connection errors "
+                                "and 429/502/503/504, with backoff (Retry-After when given)."),
+    shard_index: int = typer.Option(0, envvar="JOB_COMPLETION_INDEX", help="Score only this shard "
+                                    "of the input (0-based). Default: $JOB_COMPLETION_INDEX, which "
+                                    "a Kubernetes Indexed Job sets, else 0."),
+    num_shards: int = typer.Option(1, envvar="TEXTCLS_NUM_SHARDS", help="Shards the input is cut "
+                                   "into (contiguous runs of chunks). With more than 1, the output is "
+                                   "OUTPUT with .shard-IIIII-of-NNNNN before its suffix; "
+                                   "`textcls score-merge` joins them. Default: $TEXTCLS_NUM_SHARDS, else 1."),
+    chunk_size: int = typer.Option(1000, help="Rows read, scored and committed together. A killed "
+                                   "run loses at most one chunk of work; a resumed run must use "
+                                   "the same size."),
+    work_dir: Optional[Path] = typer.Option(None, help="Directory for OUTPUT.work, where committed "
+                                            "chunks wait until the output is complete; it must survive "
+                                            "a restart. Default: the output's directory."),
+    restart: bool = typer.Option(False, "--restart", help="Discard a run in progress for this "
+                                 "output and start over."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    device: Device = typer.Option(Device.auto, help="In process: auto, cpu or cuda (as the service)."),
+    threads: Optional[int] = typer.Option(None, envvar="TEXTCLS_THREADS", help="In process: ONNX "
+                                          "Runtime threads. Default: $TEXTCLS_THREADS, else the cores "
+                                          "this process may use (set it to a Kubernetes CPU limit)."),
+) -> None:
+    """Score a file of texts: every row comes back with its predicted label and score, in input
+    order. Killed and run again with the same arguments, it resumes where it stopped."""
+    bar = _ScoreBar()
+    try:
+        from batch.score import ScoreConfig, score as run_score
+
+        summary = run_score(ScoreConfig(
+            input=input_file, output=output, task=task, model=model, text_column=text_column,
+            probabilities=probabilities, column_prefix=column_prefix, url=url, concurrency=concurrency,
+            request_size=request_size, retries=retries, shard_index=shard_index, num_shards=num_shards,
+            chunk_size=chunk_size, work_dir=work_dir, restart=restart, overwrite=overwrite,
+            device=device.value, threads=threads,
+        ), progress=bar)
+    except _config_errors() as exc:
+        bar.close()
+        _fail(exc)
+    except KeyboardInterrupt:
+        bar.close()
+        console.print("interrupted: the committed rows are kept; run the same command again to resume.")
+        raise typer.Exit(130)
+    bar.close()
+    _print_score_summary(summary)
+
+
+class _ScoreBar:
+    """tqdm bar of rows and rows/s for `score` (batch.score.ScoreProgress)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def start(self, total: int, done: int) -> None:
+        from tqdm import tqdm
+
+        # in a pod's log a redrawn bar is one line per redraw: redraw rarely there
+        interval = 0.5 if sys.stderr.isatty() else 30.0
+        self.bar = tqdm(total=total, initial=done, unit="row", unit_scale=True, desc="scoring",
+                        mininterval=interval, file=sys.stderr, smoothing=0.1)
+
+    def advance(self, rows: int) -> None:
+        self.bar.update(rows)
+
+    def note(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(f"› {message}", file=sys.stderr)
+        else:
+            _progress(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_score_summary(summary) -> None:
+    counts = ", ".join(f"{label} {n}" for label, n in sorted(summary.labels.items(), key=lambda x: -x[1]))
+    resumed = f" ({summary.resumed_rows} committed by an earlier run)" if summary.resumed_rows else ""
+    console.print(f"[green]scored[/] {summary.rows} rows{resumed}: {summary.rows_this_run} in "
+                  f"{summary.seconds:.1f}s, {summary.rows_per_second:.1f} rows/s\n"
+                  f"labels: {counts or '-'}", highlight=False, soft_wrap=True)
+    if summary.errors:
+        console.print(f"[yellow]{summary.errors} rows not scored[/] (see the error column), e.g. "
+                      + "; ".join(summary.first_errors[:3]), highlight=False, soft_wrap=True)
+    console.print(f"output: {summary.output}", highlight=False)
+    print(json.dumps(summary.to_dict()))
+
+
+@app.command("score-merge")
+def score_merge(
+    output: Path = typer.Argument(..., help="The OUTPUT the shards were scored with (-o); the merged "
+                                  "file is written there."),
+    num_shards: int = typer.Option(..., envvar="TEXTCLS_NUM_SHARDS", help="How many shards were "
+                                   "scored (--num-shards). Default: $TEXTCLS_NUM_SHARDS."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing merged output."),
+) -> None:
+    """Join the shard outputs of `textcls score --num-shards N` into OUTPUT, in input order."""
+    try:
+        from batch.score import MergeConfig, merge_shards
+
+        summary = merge_shards(MergeConfig(output=output, num_shards=num_shards, overwrite=overwrite))
+    except _config_errors() as exc:
+        _fail(exc)
+    console.print(f"[green]merged[/] {len(summary.shard_rows)} shards, {summary.rows} rows, in "
+                  f"{summary.seconds:.1f}s: {summary.output}", highlight=False)
+    print(json.dumps({"output": str(summary.output), "rows": summary.rows,
+                      "shard_rows": summary.shard_rows, "seconds": round(summary.seconds, 3)}))
 
 
 @app.command()
