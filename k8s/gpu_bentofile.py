@@ -1,0 +1,79 @@
+"""The GPU Bento's build file, made from the project's bentofile.yaml at build time.
+
+    python k8s/gpu_bentofile.py bentofile.yaml build/bentofile.gpu.yaml
+
+It is the CPU Bento's spec (same service, code, models and pins) with three changes, so the two
+can never drift apart:
+
+- name ``textcls-gpu`` (``<name>-gpu``), so both Bentos sit side by side in the store;
+- ``onnxruntime-gpu`` instead of ``onnxruntime``, at the same version. The PyPI wheel of
+  onnxruntime-gpu 1.31 links CUDA 13 and cuDNN 9 (``libcudart.so.13``, ``libcublas.so.13``);
+- a CUDA 13 + cuDNN 9 runtime base image. BentoML's own ``docker.cuda_version`` stops at
+  CUDA 12.8 and falls back to its old Dockerfile templates, so the base image is named instead.
+  That image has no Python or pip; BentoML's Dockerfile bootstraps ``uv`` with ``pip install
+  uv`` and then installs Python 3.11 itself, hence Debian's python3-pip, allowed to install into
+  the system Python (PEP 668) at build time only.
+
+k8s/build-images.sh runs it; tests/test_k8s.py checks its output. PyYAML only.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+CUDA_BASE_IMAGE = "nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04"
+_ONNXRUNTIME = re.compile(r"^onnxruntime(?=\s*(?:[=<>!~;\[]|$))")
+
+
+class GpuBentofileError(ValueError):
+    """bentofile.yaml is not in a shape the GPU variant can be made from."""
+
+
+def gpu_bentofile(cpu: dict, base_image: str = CUDA_BASE_IMAGE) -> dict:
+    """The GPU variant of a parsed bentofile.yaml (which is left unchanged)."""
+    spec = copy.deepcopy(cpu)
+    spec["name"] = f"{cpu.get('name', 'textcls')}-gpu"
+    packages = spec.get("python", {}).get("packages") or []
+    runtimes = [i for i, p in enumerate(packages) if _ONNXRUNTIME.match(str(p).strip())]
+    if len(runtimes) != 1:
+        raise GpuBentofileError(
+            "bentofile.yaml must list `onnxruntime` exactly once under python.packages (found "
+            f"{len(runtimes)}); the GPU image replaces it with onnxruntime-gpu at the same version"
+        )
+    i = runtimes[0]
+    packages[i] = _ONNXRUNTIME.sub("onnxruntime-gpu", str(packages[i]).strip())
+    docker = spec.setdefault("docker", {}) or {}
+    spec["docker"] = docker
+    for key in ("cuda_version", "distro", "dockerfile_template"):
+        docker.pop(key, None)  # any of them sends BentoML back to its v1 templates
+    docker["base_image"] = base_image
+    docker["system_packages"] = [*(docker.get("system_packages") or []), "python3-pip"]
+    envs = [e for e in spec.get("envs") or [] if e.get("name") != "PIP_BREAK_SYSTEM_PACKAGES"]
+    spec["envs"] = [*envs, {"name": "PIP_BREAK_SYSTEM_PACKAGES", "value": "1"}]
+    return spec
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    source, target = Path(argv[0]), Path(argv[1])
+    base_image = argv[2] if len(argv) == 3 else CUDA_BASE_IMAGE
+    try:
+        spec = gpu_bentofile(yaml.safe_load(source.read_text()), base_image)
+    except GpuBentofileError as exc:
+        print(f"{source}: {exc}", file=sys.stderr)
+        return 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Generated from {source} by k8s/gpu_bentofile.py; edit {source} instead.\n"
+    target.write_text(header + yaml.safe_dump(spec, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
