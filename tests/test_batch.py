@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +28,7 @@ from batch import workdir as workdir_module
 from batch.score import ScoreConfig, ScoreProgress, score
 from batch.workdir import WorkDir
 from core.errors import UserError
+from processes import free_port, serve_command, serve_env, serving
 from service.bundle import Bundle
 from service.engine import Engine
 from textcls.cli import app
@@ -371,45 +370,14 @@ def test_merge_refuses_missing_or_unfinished_shards(tiny_bundles, tmp_path):
 # Through a service
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_bundles, tmp_path_factory):
     """`bentoml serve` of the project on a free port, serving the store's tiny bundles."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "TEXTCLS_THREADS": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(BENTOML), "serve", "service.service:TextClassifier", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"bentoml serve did not get ready:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+    with serving(serve_command(port), f"{url}/readyz", tmp_path_factory.mktemp("serve") / "serve.log",
+                 env=serve_env(), what="bentoml serve"):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def test_url_mode_scores_every_row_through_the_service(server, tiny_bundles, tmp_path):

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -40,6 +39,7 @@ import httpx
 import pytest
 import yaml
 from k8s_manifests import K8S, ROOT, kubectl, prometheus_rule_groups, render
+from processes import free_port, serving
 
 BENTOML = Path(sys.executable).with_name("bentoml")
 
@@ -814,12 +814,6 @@ def test_docs_name_the_oldest_version_and_every_alert():
 
 # --- 4. a served Bento, run as the Deployment runs it ----------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bentoml(*args: str, cwd: Path = ROOT) -> str:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
     result = subprocess.run([str(BENTOML), *args], cwd=cwd, env=env, capture_output=True,
@@ -913,33 +907,11 @@ def pod(image, tmp_path_factory):
     args[args.index("--port") + 1] = str(port)
     bento = image["bento"]
     log = root / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BENTOML), *args, str(bento)], cwd=bento, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the served Bento exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready after 120 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
+    with serving([str(BENTOML), *args, str(bento)], f"{url}/readyz", log, cwd=bento, env=env,
+                 what="the served Bento") as proc:
         yield {"url": url, "proc": proc, "log": log, "env": env, "mounts": mounts,
                "deployment": deployment, "container": container}
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def test_the_batch_job_and_its_merge_run_in_the_image(image, tmp_path):

@@ -10,19 +10,15 @@ where the Prometheus binary is absent, and says so.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from test_service_serve import BENTOML, ROOT, free_port, wait_ready
+from processes import free_port, serve_command, serve_env, serving
 
 PROMETHEUS = shutil.which("prometheus")
 TASKS = ("sentiment", "topic")
@@ -34,33 +30,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def service(tiny_bundles, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve-prom") / "serve.log"
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "TEXTCLS_THREADS": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(BENTOML), "serve", "service.service:TextClassifier", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log)
+    with serving(serve_command(port), f"http://127.0.0.1:{port}/readyz", log, env=serve_env(),
+                 what="bentoml serve"):
         yield port
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -90,30 +66,11 @@ def prometheus(service, rule_groups, tmp_path_factory):
     }
     (root / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    log = root / "prometheus.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    command = [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+               f"--web.listen-address=127.0.0.1:{port}"]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus not ready after 60s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serving(command, f"{url}/-/ready", root / "prometheus.log", cwd=root, timeout=60, what="prometheus"):
         yield url
-    finally:
-        stop(proc)
 
 
 def query(prom: str, expr: str) -> list[dict]:
@@ -156,6 +113,8 @@ def traffic(service, prometheus):
     # every request above is in Prometheus once a scrape after them has landed
     wait_for(prometheus, 'sum(textcls_request_duration_seconds_count{task=~"sentiment|topic"})',
              lambda r: r and float(r[0]["value"][1]) >= (REQUESTS_PER_TASK + 1) * len(TASKS))
+    wait_for(prometheus, 'textcls_request_errors_total{type="invalid_input"} >= 1',
+             lambda r: {s["metric"]["task"] for s in r} >= set(TASKS))
     return prometheus
 
 

@@ -3,45 +3,15 @@ the real server, and the metric names on BentoML's /metrics (multiprocess mode).
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from processes import free_port, serve_command, serve_env, serving
 from service.bundle import Bundle
 from service.metrics import CATALOGUE
-
-ROOT = Path(__file__).resolve().parents[2]
-BENTOML = Path(sys.executable).with_name("bentoml")
-READY_TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"not ready after {READY_TIMEOUT}s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +19,11 @@ def server(tiny_bundles, tmp_path_factory):
     """`bentoml serve` of the project on a free port; the store (BENTOML_HOME) holds the tiny
     `sentiment` and `topic` bundles, which the default settings name."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "TEXTCLS_THREADS": "1",
-           "TEXTCLS_MAX_BODY_BYTES": "65536"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(BENTOML), "serve", "service.service:TextClassifier",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with serving(serve_command(port), f"{url}/readyz", log, env=serve_env(TEXTCLS_MAX_BODY_BYTES="65536"),
+                 what="bentoml serve"):
         yield url, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the server's own process group
-            proc.wait(timeout=10)
 
 
 def test_serves_concurrent_requests_one_prediction_per_text_in_order(server, tiny_bundles):
