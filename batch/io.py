@@ -194,7 +194,53 @@ def _repair(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-class CsvReader(Reader):
+class _RecordReader(Reader):
+    """A text format parsed record by record (CSV/TSV, JSONL): ``_records(f, cursor)`` yields
+    (values, error, place, cursor after it) from ``cursor``; ``first`` is the first row's cursor
+    (after a CSV header). Counting and chunking are the same for both."""
+
+    first: Cursor
+
+    def _records(self, f: BinaryIO, cursor: Cursor) -> Iterator[tuple]:
+        raise NotImplementedError
+
+    def _chunk(self, start: int, values: list, errors: list[str], places: list, end: Cursor) -> Chunk:
+        raise NotImplementedError
+
+    def count(self, chunk_size: int) -> tuple[int, list[Cursor]]:
+        cursors = [self.first]
+        rows, after = 0, self.first
+        with self.path.open("rb") as f:
+            for _, _, _, after in self._records(f, self.first):
+                rows += 1
+                if rows % chunk_size == 0:
+                    cursors.append(after)
+        if rows % chunk_size:
+            cursors.append(after)
+        return rows, cursors
+
+    def chunks(self, cursor: Cursor, stop: int, chunk_size: int) -> Iterator[Chunk]:
+        if cursor.row >= stop:
+            return
+        with self.path.open("rb") as f:
+            values: list = []
+            errors: list[str] = []
+            places: list = []
+            start = cursor.row
+            for value, error, where, after in self._records(f, cursor):
+                values.append(value)
+                errors.append(error)
+                places.append(where)
+                if len(values) == chunk_size or after.row == stop:
+                    yield self._chunk(start, values, errors, places, after)
+                    if after.row == stop:
+                        return
+                    values, errors, places, start = [], [], [], after.row
+            if values:  # the file ended before `stop`: the caller sees the shortfall
+                yield self._chunk(start, values, errors, places, after)
+
+
+class CsvReader(_RecordReader):
     def __init__(self, path: Path, text_column: str, delimiter: str) -> None:
         self.path, self.text_column, self.delimiter = path, text_column, delimiter
         with path.open("rb") as f:
@@ -249,38 +295,6 @@ class CsvReader(Reader):
             else:
                 yield fields, "", where, lines.cursor(row)
 
-    def count(self, chunk_size: int) -> tuple[int, list[Cursor]]:
-        cursors = [self.first]
-        rows, after = 0, self.first
-        with self.path.open("rb") as f:
-            for _, _, _, after in self._records(f, self.first):
-                rows += 1
-                if rows % chunk_size == 0:
-                    cursors.append(after)
-        if rows % chunk_size:
-            cursors.append(after)
-        return rows, cursors
-
-    def chunks(self, cursor: Cursor, stop: int, chunk_size: int) -> Iterator[Chunk]:
-        if cursor.row >= stop:
-            return
-        with self.path.open("rb") as f:
-            rows: list[list[str] | None] = []
-            errors: list[str] = []
-            places: list[str] = []
-            start = cursor.row
-            for values, error, where, after in self._records(f, cursor):
-                rows.append(values)
-                errors.append(error)
-                places.append(where)
-                if len(rows) == chunk_size or after.row == stop:
-                    yield self._chunk(start, rows, errors, places, after)
-                    if after.row == stop:
-                        return
-                    rows, errors, places, start = [], [], [], after.row
-            if rows:  # the file ended before `stop`: the caller sees the shortfall
-                yield self._chunk(start, rows, errors, places, after)
-
     def _chunk(self, start: int, rows: list[list[str] | None], errors: list[str], places: list[str],
                end: Cursor) -> Chunk:
         texts: list[str | None] = []
@@ -296,7 +310,7 @@ class CsvReader(Reader):
         return Chunk(start, table, texts, errors, end)
 
 
-class JsonlReader(Reader):
+class JsonlReader(_RecordReader):
     """One JSON object per line. The columns are the fields of the first object; later objects may
     lack some (null) or add others (kept in JSONL output only)."""
 
@@ -315,6 +329,7 @@ class JsonlReader(Reader):
         if first is not None and text_column not in first:
             raise self._text_column_missing("first object's fields")
         self.extra_fields: dict[str, int] = {}  # field -> first line holding it, beyond `columns`
+        self.first = Cursor(0)
 
     def _records(self, f: BinaryIO, cursor: Cursor) -> Iterator[tuple[dict | None, str, int, Cursor]]:
         f.seek(cursor.offset)
@@ -341,38 +356,6 @@ class JsonlReader(Reader):
                     error = f"line {line}: {_json_type(value)}, not a JSON object"
             row += 1
             yield record, error, line, Cursor(row, offset, line + 1)
-
-    def count(self, chunk_size: int) -> tuple[int, list[Cursor]]:
-        cursors = [Cursor(0)]
-        rows, after = 0, Cursor(0)
-        with self.path.open("rb") as f:
-            for _, _, _, after in self._records(f, Cursor(0)):
-                rows += 1
-                if rows % chunk_size == 0:
-                    cursors.append(after)
-        if rows % chunk_size:
-            cursors.append(after)
-        return rows, cursors
-
-    def chunks(self, cursor: Cursor, stop: int, chunk_size: int) -> Iterator[Chunk]:
-        if cursor.row >= stop:
-            return
-        with self.path.open("rb") as f:
-            records: list[dict | None] = []
-            errors: list[str] = []
-            lines: list[int] = []
-            start = cursor.row
-            for record, error, line, after in self._records(f, cursor):
-                records.append(record)
-                errors.append(error)
-                lines.append(line)
-                if len(records) == chunk_size or after.row == stop:
-                    yield self._chunk(start, records, errors, lines, after)
-                    if after.row == stop:
-                        return
-                    records, errors, lines, start = [], [], [], after.row
-            if records:
-                yield self._chunk(start, records, errors, lines, after)
 
     def _chunk(self, start: int, records: list[dict | None], errors: list[str], lines: list[int],
                end: Cursor) -> Chunk:
