@@ -19,7 +19,6 @@ with the same neighbours, as in an unsharded run: the merged output equals the u
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -275,12 +274,12 @@ class EngineScorer:
     """The serving engine in this process, on the bundle the service would serve."""
 
     def __init__(self, config: ScoreConfig) -> None:
-        from service.bundle import BundleError
+        from service.bundle import BundleError, resolve_bundle
         from service.engine import Engine
 
         ref = config.model or config.task
         try:
-            bundle = find_bundle(ref)
+            bundle = resolve_bundle(ref)  # in a Bento container: its packed models
             if config.task is not None and bundle.task != config.task:
                 raise UserError(f"the store's {ref!r} bundle is a {bundle.task!r} model, not {config.task!r}.")
             self.engine = Engine(bundle, device=config.device, threads=config.threads,
@@ -301,23 +300,6 @@ class EngineScorer:
 
     def close(self) -> None:
         pass
-
-
-def find_bundle(ref: str):
-    """``resolve_bundle``, and inside a Bento container the Bento's own model store: `bentoml serve`
-    reads the models packed into the Bento from ``$BENTO_PATH/models``, while a plain process such
-    as this job would look in ``$BENTOML_HOME/models``, which is empty there."""
-    from service.bundle import resolve_bundle
-
-    bento = os.environ.get("BENTO_PATH")
-    packed = Path(bento, "models") if bento else None
-    if packed is not None and packed.is_dir() and not Path(ref).is_dir() and "/" not in ref:
-        name, _, version = ref.partition(":")
-        if not version and (packed / name / "latest").is_file():
-            version = (packed / name / "latest").read_text().strip()
-        if version and (packed / name / version).is_dir():
-            return resolve_bundle(packed / name / version)
-    return resolve_bundle(ref)
 
 
 # what each recorded argument is called on the command line, for the refusal message

@@ -114,6 +114,9 @@ def resolve_bundle(ref: str | Path) -> Bundle:
     """A bundle from a directory path, or from the BentoML store by tag (``topic``, ``topic:v1``).
 
     A bare task name means that task's latest bundle: the one ``bentoml serve`` would serve.
+    Inside a Bento container a tag is looked up first among the models packed into the Bento
+    (``$BENTO_PATH/models``), which is where `bentoml serve` reads them, while a plain process
+    there (the batch Job, `textcls evaluate`) would look in ``$BENTOML_HOME/models``, empty there.
     """
     path = Path(ref)
     if path.is_dir():
@@ -121,6 +124,9 @@ def resolve_bundle(ref: str | Path) -> Bundle:
     ref = str(ref)
     if "/" in ref or ref.startswith("."):
         raise BundleError(f"no bundle directory at {ref}.")
+    packed = _packed_in_bento(ref)
+    if packed is not None:
+        return Bundle.load(packed)
     import bentoml  # imported here: loading a bundle from a path needs no BentoML
 
     tag = ref if ":" in ref else f"{ref}:latest"
@@ -132,6 +138,18 @@ def resolve_bundle(ref: str | Path) -> Bundle:
             f"`textcls export <checkpoint> --task {ref.split(':')[0]}` or `make models`."
         ) from exc
     return Bundle.load(model.path)
+
+
+def _packed_in_bento(ref: str) -> Path | None:
+    """The directory of store tag ``ref`` among the Bento's packed models, when running in one."""
+    bento = os.environ.get("BENTO_PATH")
+    packed = Path(bento, "models") if bento else None
+    if packed is None or not packed.is_dir():
+        return None
+    name, _, version = ref.partition(":")
+    if version in ("", "latest") and (packed / name / "latest").is_file():
+        version = (packed / name / "latest").read_text().strip()
+    return packed / name / version if version and (packed / name / version).is_dir() else None
 
 
 def _store_path() -> str:
