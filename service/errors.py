@@ -18,6 +18,8 @@ class ErrorType(str, Enum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     OVERLOADED = "overloaded"  # shed: too many requests in flight, or the latency bound
     NOT_READY = "not_ready"  # models still loading or warming up
+    SHUTTING_DOWN = "shutting_down"  # draining after SIGTERM: only admitted requests are answered
+    TIMEOUT = "timeout"  # the model call for the request's batch exceeded its time limit
     INTERNAL = "internal"  # a bug or a failed batch; details only in the server log
 
 
@@ -28,6 +30,8 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorType.OVERLOADED: 503,
     ErrorType.NOT_READY: 503,
+    ErrorType.SHUTTING_DOWN: 503,
+    ErrorType.TIMEOUT: 504,
     ErrorType.INTERNAL: 500,
 }
 
@@ -35,6 +39,9 @@ STATUS: dict[ErrorType, int] = {
 DEFAULT_MESSAGE: dict[ErrorType, str] = {
     ErrorType.OVERLOADED: "the service is overloaded; retry after a short pause",
     ErrorType.NOT_READY: "the service is starting: models are loading or warming up",
+    ErrorType.SHUTTING_DOWN: "this replica is shutting down; retry, another one will answer",
+    ErrorType.TIMEOUT: "the model took too long on the batch holding this request; retry, or "
+    "send fewer or shorter texts",
     ErrorType.INTERNAL: "internal error while classifying; the server log has the details",
 }
 
@@ -72,6 +79,8 @@ def from_status(status: int, *, readiness: bool = False) -> ServiceError:
         return ServiceError(ErrorType.NOT_READY)
     if status in (429, 503):
         return ServiceError(ErrorType.OVERLOADED)
+    if status == 504:
+        return ServiceError(ErrorType.TIMEOUT)
     if status >= 500:
         return ServiceError(ErrorType.INTERNAL)
     if status == 413:

@@ -19,10 +19,13 @@ torch.
 import itertools
 import json
 import logging
+import threading
 import time
+from http import HTTPStatus
 from typing import Any, Callable, Literal, Protocol
 
 import bentoml
+from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, RedirectResponse
@@ -31,6 +34,7 @@ from core.tasks import TASKS
 from service.engine import BatchResult, Engine
 from service.errors import SHAPED_HEADER, ErrorType, ServiceError, from_status
 from service.explain import EXPLAIN, ExplainError, Explainer
+from service.lifecycle import Lifecycle
 from service.metrics import get_metrics
 from service.settings import ServiceSettings, is_bundle_path, load_settings
 
@@ -241,18 +245,19 @@ class RequestGate:
     """
 
     def __init__(self, app, *, settings: ServiceSettings, request_model: type[BaseModel],
-                 explain_model: type[BaseModel]) -> None:
+                 explain_model: type[BaseModel], lifecycle: Lifecycle) -> None:
         self.app = app
         self.request_model = request_model
         self.explain_model = explain_model
         self.max_body = settings.max_body_bytes
         self.max_in_flight = settings.max_concurrent_requests
-        self.in_flight = 0
+        self.lifecycle = lifecycle
         self.metrics = get_metrics()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = _closing_while_draining(send, self.lifecycle)
         path, method = scope["path"], scope["method"]
         task = ROUTES.get(path)
         if task is not None and method == "POST":
@@ -263,14 +268,22 @@ class RequestGate:
             # BentoML serves Swagger UI at / and the spec at /docs.json (app.py:195-213)
             return await RedirectResponse("/", status_code=307)(scope, receive, send)
         if path == "/readyz":
+            if self.lifecycle.draining:
+                return await _error_response(ServiceError(ErrorType.SHUTTING_DOWN))(
+                    scope, _no_receive, send)
             return await self.app(scope, receive, _ErrorShaper(send, readiness=True))
         return await self.app(scope, receive, send)
 
     async def _predict(self, task: str, scope, receive, send, model: type[BaseModel]) -> None:
         started = time.perf_counter()
-        if self.in_flight >= self.max_in_flight:
+        lifecycle = self.lifecycle
+        if lifecycle.draining:
+            lifecycle.refused_while_draining += 1
+            return await self._refuse(task, ServiceError(ErrorType.SHUTTING_DOWN), scope, send)
+        if lifecycle.in_flight >= self.max_in_flight:
             return await self._refuse(task, ServiceError(ErrorType.OVERLOADED), scope, send)
-        self.in_flight += 1
+        lifecycle.in_flight += 1
+        lifecycle.admitted += 1
         shaper = _ErrorShaper(send)
         try:
             try:
@@ -285,7 +298,9 @@ class RequestGate:
             if not shaper.started:
                 await shaper.send_error(ServiceError(ErrorType.INTERNAL))
         finally:
-            self.in_flight -= 1
+            lifecycle.in_flight -= 1
+            if lifecycle.draining:
+                lifecycle.answered_while_draining += 1
         if shaper.error is not None:
             self.metrics.count_error(task, shaper.error.type.value)
         elif shaper.status is not None and shaper.status < 400:
@@ -346,6 +361,19 @@ class RequestGate:
     async def _refuse(self, task: str, err: ServiceError, scope, send) -> None:
         self.metrics.count_error(task, err.type.value)
         await _error_response(err)(scope, _no_receive, send)
+
+
+def _closing_while_draining(send, lifecycle: Lifecycle):
+    """``send`` that marks every response started while draining ``Connection: close``, so no
+    client sends another request on a connection the shutdown is about to close."""
+
+    async def closing(message: dict) -> None:
+        if message["type"] == "http.response.start" and lifecycle.draining:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 def _error_response(err: ServiceError) -> JSONResponse:
@@ -416,6 +444,49 @@ class _ErrorShaper:
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class BatchTimeout(BentoMLException):
+    """A model call that ran past TEXTCLS_BATCH_TIMEOUT_SECONDS; every caller in its batch gets
+    504 (BentoML answers an exception's error_code: _bentoml_impl/server/app.py:727-740)."""
+
+    error_code = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class BatchRunner:
+    """Runs each model call on a daemon thread of its own and waits at most ``timeout`` seconds.
+
+    A call that overruns cannot be interrupted (ONNX Runtime offers no cancel from Python), so its
+    thread is left to finish or hang on its own, and being a daemon it never holds up the
+    worker's exit: a stuck call costs the requests of its batch, not the service. ONNX Runtime
+    sessions may be run from several threads at once. A thread per batch costs about 0.1 ms.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.abandoned = 0
+
+    def run(self, engine: Classifier, texts: list[str]) -> BatchResult:
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["result"] = engine.run(texts)
+            except BaseException as exc:  # re-raised in the batch's own thread below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=call, name="textcls-batch", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self.abandoned += 1
+            log.error("%s: a batch of %d texts ran past TEXTCLS_BATCH_TIMEOUT_SECONDS=%g; its "
+                      "requests are answered 504 and its thread is abandoned (%d so far)",
+                      engine.task, len(texts), self.timeout, self.abandoned)
+            raise BatchTimeout(f"batch of {len(texts)} texts took over {self.timeout:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+
 def build_service(
     settings: ServiceSettings,
     *,
@@ -426,6 +497,7 @@ def build_service(
     """The whole service from one settings object; tests pass a fake engine factory."""
     texts_request = request_model(settings)
     explain_request = explain_request_model(settings)
+    lifecycle = Lifecycle(settings.shutdown_grace_seconds)
     batching = dict(
         batchable=True,
         max_batch_size=settings.max_batch_size,
@@ -447,7 +519,9 @@ def build_service(
 
         def __init__(self) -> None:
             self._ready = False
+            self.lifecycle = lifecycle
             self.metrics = get_metrics()
+            self.runner = BatchRunner(settings.batch_timeout_seconds)
             self.engines: dict[str, Classifier] = {}
             self.explainers: dict[str, Explainer | None] = {}
             for task in TASKS:
@@ -487,11 +561,16 @@ def build_service(
                 started = time.perf_counter()
                 engine.warmup()
                 log.info("%s: warm-up batch took %.3f s", task, time.perf_counter() - started)
+            # start-up hooks run in the worker's main thread, after uvicorn set its signal
+            # handlers (_bentoml_impl/server/app.py:304-327): the drain can take them over
+            if not self.lifecycle.install():
+                log.info("SIGTERM is left to the server: not in its main thread")
             self._ready = True
 
         def __is_ready__(self) -> bool:
-            # /readyz answers 503 until this is true (_bentoml_impl/server/app.py:432-453)
-            return self._ready
+            # /readyz answers 503 until this is true (_bentoml_impl/server/app.py:432-453); the
+            # gate answers it 503 itself once the worker drains for shutdown
+            return self._ready and not self.lifecycle.draining
 
         @bentoml.api(route="/sentiment", **batching)
         def sentiment(self, texts: list[str]) -> list[Prediction]:
@@ -532,7 +611,7 @@ def build_service(
                 if isinstance(text, ReceivedText):
                     waits.setdefault(text.request_id, started - text.received_at)
             self.metrics.observe_queue(task, waits.values())
-            result = self.engines[task].run([str(text) for text in texts])
+            result = self.runner.run(self.engines[task], [str(text) for text in texts])
             if len(result.predictions) != len(texts):
                 raise RuntimeError(
                     f"{task} engine answered {len(result.predictions)} predictions "
@@ -555,7 +634,7 @@ def build_service(
     }
     svc = bentoml.service(name="TextClassifier", **config)(TextClassifier)
     svc.add_asgi_middleware(RequestGate, settings=settings, request_model=texts_request,
-                            explain_model=explain_request)
+                            explain_model=explain_request, lifecycle=lifecycle)
     return svc
 
 

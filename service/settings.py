@@ -112,6 +112,25 @@ class ServiceSettings(BaseSettings):
         "answered 503 at once instead of queueing without bound.",
     )
 
+    shutdown_grace_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="After SIGTERM, the longest a worker waits for the requests it already "
+        "accepted before it exits without them. Meanwhile /readyz and new requests get 503 and "
+        "new connections are refused. Keep Kubernetes' terminationGracePeriodSeconds at least "
+        "the preStop pause + this + 5 s (k8s/base/deployment.yaml).",
+    )
+    batch_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Longest one model call (one batch) may take; past it every request in "
+        "the batch is answered 504 `timeout` and the next batch runs on a fresh thread (the "
+        "stuck call cannot be interrupted; it is counted in textcls_errors_total). The default is "
+        "far above any normal batch (docs/reliability.md has the figures).",
+    )
+
     @field_validator("sentiment_model", "topic_model")
     @classmethod
     def _model_ref(cls, ref: str) -> str:

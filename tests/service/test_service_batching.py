@@ -51,6 +51,7 @@ async def test_a_batch_larger_than_max_batch_size_is_split_and_answers_stay_in_o
     assert max(len(c) for c in engines.by_task["topic"].calls) <= 4
 
 
+@pytest.mark.reliability
 async def test_when_a_batch_fails_every_caller_in_it_gets_the_error_and_others_do_not(tmp_path):
     engines = FakeEngines(fail_on="POISON")
     async with serving(make(tmp_path, engines)) as client:
@@ -79,6 +80,24 @@ async def test_when_a_batch_fails_every_caller_in_it_gets_the_error_and_others_d
     assert after.status_code == 200
 
 
+@pytest.mark.reliability
+async def test_a_batch_that_hangs_is_answered_504_in_our_shape_and_the_next_batch_is_served(tmp_path):
+    engines = FakeEngines()
+    async with serving(make(tmp_path, engines, batch_timeout_seconds=0.5)) as client:
+        engine = engines.by_task["topic"]
+        engine.released.clear()  # the model call hangs until the test lets it go
+        hung = await client.post("/topic", json={"texts": ["stuck", "with it"]})
+        engine.released.set()  # (the abandoned call finishes later, unread)
+        await asyncio.sleep(0)
+        after = await client.post("/topic", json={"texts": ["next"]})
+        other = await client.post("/sentiment", json={"texts": ["other task"]})
+    assert hung.status_code == 504
+    assert hung.json() == {"error": "the model took too long on the batch holding this request; "
+                                    "retry, or send fewer or shorter texts", "type": "timeout"}
+    assert after.status_code == 200 and after.json() == [fake_prediction("topic", "next")]
+    assert other.status_code == 200
+
+
 async def test_an_invalid_request_is_refused_alone_and_never_reaches_the_batch(tmp_path):
     engines = FakeEngines(delay=0.05)
     async with serving(make(tmp_path, engines)) as client:
@@ -93,6 +112,7 @@ async def test_an_invalid_request_is_refused_alone_and_never_reaches_the_batch(t
     assert "fine" not in seen and sorted(seen) == sorted(b["texts"][0] for b in good)
 
 
+@pytest.mark.reliability
 async def test_the_dispatcher_sheds_with_503_in_our_shape_when_the_bound_is_too_tight(tmp_path):
     # 10 ms bound, 100 ms model calls: BentoML's dispatcher cancels queued requests it predicts
     # will miss the bound (dispatcher.py:305-311); the gate turns its 503 into ours
@@ -113,6 +133,7 @@ async def test_the_dispatcher_sheds_with_503_in_our_shape_when_the_bound_is_too_
     assert all(r.status_code in (200, 503) for r in responses)
 
 
+@pytest.mark.reliability
 async def test_requests_beyond_the_in_flight_cap_are_refused_at_once(tmp_path):
     engines = FakeEngines()
     async with serving(make(tmp_path, engines, max_concurrent_requests=2)) as client:

@@ -1,0 +1,168 @@
+"""Graceful shutdown: what a worker does between SIGTERM and its exit.
+
+How the signal travels (read in bentoml 1.4, circus 0.19, uvicorn 0.54; docs/reliability.md):
+- `bentoml serve` is a circus arbiter. SIGTERM (or SIGINT) to it stops its watchers: each worker
+  gets SIGTERM and the arbiter waits up to 86,400 s for it (bentoml/serving.py:107-126,
+  graceful_timeout), then closes the listening socket it created and passed to the workers.
+- A worker is a uvicorn server on that socket. Its SIGTERM handler (uvicorn/server.py:332-356)
+  sets should_exit; shutdown then closes the listener, closes every idle keep-alive connection at
+  once, waits for the responses in progress, and runs the lifespan shutdown. A client that sends
+  its next request on a keep-alive connection just as it is closed gets no answer, and the
+  listening socket stays open in the arbiter until the worker has exited, so connections made in
+  that window are accepted by the kernel and then reset. Nothing in that path turns /readyz to
+  503 or bounds the wait.
+
+So the worker takes over the signal first (``Lifecycle.install``, from the service's start-up hook,
+which runs in the worker's main thread after uvicorn installed its handlers):
+1. at once: ``draining``: /readyz and every new prediction request are answered 503
+   ``shutting_down`` with ``Connection: close``, and the listening socket is shut down for every
+   process that holds it, so new connections are refused rather than queued and reset;
+2. the requests already admitted (queued in BentoML's batcher or running) are answered as usual,
+   also with ``Connection: close``;
+3. when none is left (and ``LINGER_SECONDS`` more, for requests still unread in open
+   connections), or after ``TEXTCLS_SHUTDOWN_GRACE_SECONDS``, uvicorn's own handler runs and the
+   worker exits; past the grace period it is told to stop waiting (its force exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger("bentoml.textcls")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# After the last admitted request is answered, how long requests arriving on connections that are
+# already open still get their 503 before the idle connections are closed.
+LINGER_SECONDS = 1.0
+
+
+class Lifecycle:
+    """Requests in flight in this worker, and whether it is draining for shutdown."""
+
+    def __init__(self, grace_seconds: float) -> None:
+        self.grace_seconds = grace_seconds
+        self.in_flight = 0
+        self.draining = False
+        self.admitted = 0  # requests admitted since start (the gate counts them)
+        self.answered_while_draining = 0
+        self.refused_while_draining = 0
+        self._handlers: dict[int, Any] = {}
+        self._drain_task: asyncio.Task | None = None
+
+    def install(self) -> bool:
+        """Take over SIGTERM and SIGINT in this worker; False where it cannot (not the main thread,
+        or no handler to hand over to, as in tests that run the app in process)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        loop = asyncio.get_running_loop()
+        previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+        if not all(callable(handler) for handler in previous.values()):
+            return False
+        self._handlers = previous
+        for sig in SIGNALS:
+            signal.signal(sig, lambda sig, frame: loop.call_soon_threadsafe(self._on_signal, sig))
+        return True
+
+    def _on_signal(self, sig: int) -> None:
+        """Runs in the event loop, scheduled by the signal handler."""
+        name = signal.Signals(sig).name
+        if self.draining:
+            if sig == signal.SIGINT:  # a second Ctrl-C: stop waiting, as uvicorn does
+                log.warning("%s while draining: exiting without waiting for %d request(s)",
+                            name, self.in_flight)
+                self._hand_over(sig, force=True)
+            # a repeated SIGTERM (circus forwards the one the arbiter got, and `kill` of the
+            # process group sends its own) must not cut the drain short
+            return
+        self.draining = True
+        closed = shut_listeners(self._uvicorn_server())
+        log.info("%s: draining: %d request(s) in flight, /readyz answers 503, %d listening "
+                 "socket(s) closed; waiting up to %.0f s", name, self.in_flight, closed,
+                 self.grace_seconds)
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain(sig))
+
+    async def _drain(self, sig: int) -> None:
+        started = time.monotonic()
+        in_flight_at_signal = self.in_flight
+        while self.in_flight and time.monotonic() - started < self.grace_seconds:
+            await asyncio.sleep(0.02)
+        # Requests that were sent on kept-alive connections while the loop was busy may still
+        # sit unread in their sockets: closing those connections now would reset them. Answer
+        # them (503, Connection: close) for a moment before uvicorn closes what is idle.
+        await asyncio.sleep(max(0.0, min(LINGER_SECONDS, self.grace_seconds - (time.monotonic() - started))))
+        while self.in_flight and time.monotonic() - started < self.grace_seconds:
+            await asyncio.sleep(0.02)
+        waited = time.monotonic() - started
+        if self.in_flight:
+            log.error("drain: %d request(s) still in flight after the %.0f s grace period; "
+                      "exiting without them", self.in_flight, self.grace_seconds)
+            self._hand_over(sig, force=True)
+            return
+        log.info("drain: done in %.2f s: %d request(s) in flight at the signal, %d answered "
+                 "while draining, %d new ones refused with 503", waited, in_flight_at_signal,
+                 self.answered_while_draining, self.refused_while_draining)
+        self._hand_over(sig, force=False)
+
+    def _hand_over(self, sig: int, *, force: bool) -> None:
+        handler = self._handlers.get(sig)
+        if not callable(handler):
+            return
+        handler(sig, None)
+        if force:  # uvicorn: SIGINT while already exiting means do not wait
+            handler(signal.SIGINT, None)
+
+    def _uvicorn_server(self) -> Any:
+        """The uvicorn Server whose handle_exit we took over (a bound method), if it is one."""
+        for handler in self._handlers.values():
+            server = getattr(handler, "__self__", None)
+            if server is not None and hasattr(server, "servers"):
+                return server
+        return None
+
+
+def shut_listeners(server: Any) -> int:
+    """Stop accepting connections: shut down every listening TCP socket of this process (the
+    socket is shared with the circus arbiter and any sibling worker, and shutdown() acts on the
+    socket itself, so new connections are refused for all of them instead of waiting in a
+    backlog that nobody accepts), then close uvicorn's asyncio servers so the event loop stops
+    polling them. Returns the number of sockets shut down."""
+    closed = 0
+    for fd in _open_fds():
+        try:
+            copy = os.dup(fd)
+        except OSError:
+            continue
+        try:
+            sock = socket.socket(fileno=copy)
+        except OSError:  # not a socket
+            os.close(copy)
+            continue
+        with sock:
+            try:
+                if sock.type == socket.SOCK_STREAM and sock.getsockopt(
+                        socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    sock.shutdown(socket.SHUT_RD)
+                    closed += 1
+            except OSError:
+                pass
+    for asyncio_server in getattr(server, "servers", []) or []:
+        asyncio_server.close()
+    return closed
+
+
+def _open_fds() -> list[int]:
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return sorted(int(name) for name in os.listdir(folder))
+        except OSError:
+            continue
+    return []
+
