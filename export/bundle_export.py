@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from core.errors import BoundError, UserError
 from core.system import available_cores
-from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle
+from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files
 from service.engine import CPU, Engine
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
@@ -154,6 +154,8 @@ def export(config: ExportConfig, progress=None) -> dict:
         "cpu_variant": None,
         "gpu_variant": None,
         "versions": _versions(),
+        # what the checks below ran on: the engine refuses a file that differs (service/bundle.py)
+        "files": hash_files(out),
     }
     _write_manifest(out, manifest)
 

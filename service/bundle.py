@@ -10,6 +10,7 @@ This module must stay free of torch: the serving path imports it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -99,6 +100,33 @@ class Bundle:
         """Short id of the source checkpoint, so a served prediction can be traced to it."""
         return self.manifest.get("source", {}).get("sha256", "unknown")[:12]
 
+    @property
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of every file of the bundle as the export wrote it (empty for bundles exported
+        before the export recorded them)."""
+        return dict(self.manifest.get("files", {}))
+
+    def verify(self, names: list[str]) -> bool:
+        """Check that the named files are those the export wrote and checked; BundleError when one
+        is missing or changed. False when the manifest records no hashes (nothing to check)."""
+        hashes = self.file_hashes
+        if not hashes:
+            return False
+        for name in names:
+            file = self.path / name
+            if name not in hashes:
+                raise BundleError(f"bundle {self.path}: {name} is not among the files its manifest "
+                                  "lists; re-export the bundle.")
+            if not file.is_file():
+                raise BundleError(f"bundle {self.path} is missing {name}; re-export the bundle.")
+            actual = file_sha256(file)
+            if actual != hashes[name]:
+                raise BundleError(
+                    f"bundle {self.path}: {name} does not match its manifest (sha256 {actual[:12]}, "
+                    f"exported as {hashes[name][:12]}): the file changed after the export checked "
+                    "it. Refusing to serve it; re-export the bundle.")
+        return True
+
     def variant_path(self, name: str) -> Path:
         if name not in self.variants:
             raise BundleError(
@@ -108,6 +136,20 @@ class Bundle:
         if not file.is_file():
             raise BundleError(f"variant {name!r} of bundle {self.path} is missing its file {file.name}.")
         return file
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_files(path: Path) -> dict[str, str]:
+    """sha256 of every file of a bundle directory but its manifest, by relative path."""
+    return {f.relative_to(path).as_posix(): file_sha256(f)
+            for f in sorted(path.rglob("*")) if f.is_file() and f.name != MANIFEST}
 
 
 def resolve_bundle(ref: str | Path) -> Bundle:

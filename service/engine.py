@@ -97,6 +97,10 @@ class Engine:
                 f"variant {variant!r} of bundle {bundle.path} failed the export's checks "
                 f"({failure}); it is never served."
             )
+        # the files the export checked, byte for byte, or none at all
+        if not bundle.verify([bundle.variants[variant]["file"], TOKENIZER]):
+            log.warning("bundle %s records no file hashes (exported before they were added): "
+                        "its files cannot be checked against the export; re-export it", bundle.path)
         self.variant = variant
         self.sub_batch_size = sub_batch_size
         self.threads = threads or available_cores()

@@ -444,6 +444,27 @@ class _ErrorShaper:
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def preflight(settings: ServiceSettings, engine_factory: EngineFactory) -> list[str]:
+    """What would stop each task's engine from serving: a missing or unreadable bundle, a bundle
+    of the other task, no variant that passed, files that differ from what the export checked
+    (sha256), an ONNX file ONNX Runtime cannot load. One line per task that fails; the engines
+    built for the check are dropped."""
+    problems = []
+    for task in TASKS:
+        ref = settings.model_ref(task)
+        try:
+            engine = engine_factory(task, ref, settings)
+        except Exception as exc:  # BundleError, NotFound, ONNX Runtime's own errors
+            message = " ".join(str(exc).split())
+            problems.append(f"TEXTCLS_{task.upper()}_MODEL={ref}: {message[:600]}")
+            continue
+        if engine.task != task:
+            problems.append(f"TEXTCLS_{task.upper()}_MODEL={ref} is a {engine.task!r} bundle, "
+                            f"not a {task!r} one")
+        del engine
+    return problems
+
+
 class BatchTimeout(BentoMLException):
     """A model call that ran past TEXTCLS_BATCH_TIMEOUT_SECONDS; every caller in its batch gets
     504 (BentoML answers an exception's error_code: _bentoml_impl/server/app.py:727-740)."""
@@ -554,6 +575,17 @@ def build_service(
             # resolves through BentoML's model store: inside a Bento, the Bento's own copy
             stored = getattr(self, f"{task}_model")
             return str(stored.path), f"{stored.tag} from the model store"
+
+        @bentoml.on_deployment
+        def check_models() -> None:
+            """Runs once in `bentoml serve`'s own process before it starts any worker
+            (_bentoml_impl/server/serving.py:137-155,237): a model that cannot be served stops
+            the server with one message and a non-zero exit. A failure in the worker instead
+            would be logged and the worker respawned by circus, again and again."""
+            problems = preflight(settings, engine_factory)
+            if problems:
+                raise BentoMLException("cannot serve; fix the model settings or re-export:\n  "
+                                       + "\n  ".join(problems))
 
         @bentoml.on_startup
         def warm_up(self) -> None:

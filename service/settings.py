@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from bentoml.exceptions import BentoMLException
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -151,8 +152,10 @@ class ServiceSettings(BaseSettings):
         return getattr(self, f"{task}_model")
 
 
-class SettingsError(Exception):
-    """Invalid TEXTCLS_* settings; the message names each variable and what is wrong with it."""
+class SettingsError(BentoMLException):
+    """Invalid TEXTCLS_* settings; the message names each variable and what is wrong with it.
+    A BentoMLException, so `bentoml serve` prints it as one message, not a traceback
+    (bentoml_cli/utils.py:353-371)."""
 
 
 def env_name(field: str) -> str:
