@@ -87,7 +87,10 @@ async def send(client: httpx.AsyncClient, url: str, body: bytes, client_id: int)
 def _client(connections: int, timeout: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=timeout,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                            # below uvicorn's 5 s keep-alive timeout, so the client never reuses
+                            # a connection the server is closing (that race drops the request)
+                            keepalive_expiry=2.0),
     )
 
 

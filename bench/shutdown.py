@@ -19,19 +19,15 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 from bench.load import bodies_for, closed_loop, summary
-
-ROOT = Path(__file__).resolve().parents[1]
-AGNEWS_DEV = ROOT.parent / "shared" / "data" / "topic" / "agnews_dev.csv"
+from bench.serving import AGNEWS_DEV, ROOT, ServerError, bentoml_serve, csv_texts
 
 
 async def sigterm_under_load(url: str, proc: subprocess.Popen, bodies: list[bytes], *,
@@ -78,13 +74,6 @@ async def sigterm_under_load(url: str, proc: subprocess.Popen, bodies: list[byte
             "exit_seconds": exit_seconds}
 
 
-def _texts(path: Path) -> list[str]:
-    import csv
-
-    with path.open(newline="", encoding="utf-8") as f:
-        return [row["text"] for row in csv.DictReader(f)]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -97,33 +86,15 @@ def main() -> int:
     if not args.texts.is_file():
         print(f"no {args.texts}: pass --texts <csv with a text column>", file=sys.stderr)
         return 2
-    bodies = bodies_for(_texts(args.texts), args.texts_per_request)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    bentoml = Path(sys.executable).with_name("bentoml")
-    log = Path(tempfile.mkdtemp()) / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(bentoml), "serve", "service.service:TextClassifier", "--host",
-                                 "127.0.0.1", "--port", str(port)], cwd=args.root, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    bodies = bodies_for(csv_texts(args.texts), args.texts_per_request)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            print(log.read_text()[-3000:], file=sys.stderr)
-            return 1
-        report = asyncio.run(sigterm_under_load(url, proc, bodies, clients=args.clients,
-                                                settle=args.settle))
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        with bentoml_serve(args.root) as server:
+            report = asyncio.run(sigterm_under_load(server.url, server.proc, bodies,
+                                                    clients=args.clients, settle=args.settle))
+            proc, log = server.proc, server.log
+    except ServerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     results, at = report["results"], report["signalled_at"]
     print(json.dumps({
         "root": str(args.root), "clients": args.clients,

@@ -10,14 +10,13 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import time
 
 import httpx
-import psutil
 import pytest
 
-from bench.load import DROPPED, OK, REFUSED, TIMEOUT, bodies_for, summary
+from bench.load import DROPPED, OK, REFUSED, TIMEOUT, bodies_for, closed_loop, summary
+from bench.soak import tree_rss
 from bench.shutdown import sigterm_under_load
 from processes import free_port, serve_command, serve_env, serving
 from train.data import load_labelled
@@ -76,3 +75,54 @@ def test_sigterm_mid_load_answers_every_accepted_request_and_refuses_the_rest(ti
     assert probes["new_connection"] in ("refused", 503), probes
     assert report["exit_seconds"] < GRACE, report["exit_seconds"]
     assert exit_code == 0, text[-3000:]
+
+
+def test_past_capacity_it_sheds_quickly_with_retry_after_stays_bounded_and_recovers(tiny_bundles, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bodies = bodies_for(demo_texts(), per_request=32)
+    env = serve_env(TEXTCLS_MAX_CONCURRENT_REQUESTS="16")
+    with serving(serve_command(port), f"{url}/readyz", tmp_path / "serve.log", env=env,
+                 what="bentoml serve") as proc:
+        report = asyncio.run(_overload(url, proc.pid, bodies, clients=128, seconds=8))
+    results, rss = report["results"], report["rss"]
+    print(summary(results), {k: round(v / 2**20, 1) for k, v in rss.items()},
+          report["recovered_after_s"])
+
+    ok = [r for r in results if r.status == 200]
+    shed = [r for r in results if r.status == 503]
+    assert ok and shed, summary(results)
+    assert all(r.outcome == OK or r.status == 503 for r in results), summary(results)
+    assert all(r.error_type == "overloaded" and r.retry_after == "1" for r in shed)
+    # quickly: refused at the door, not after waiting in a queue
+    median = lambda rs: sorted(r.latency for r in rs)[len(rs) // 2]  # noqa: E731
+    assert median(shed) < median(ok) / 5, (median(shed), median(ok))
+    # bounded: the second half of the overload did not grow the server's memory
+    assert rss["end"] < rss["half"] * 1.10, rss
+    # recovered by itself once the load dropped
+    assert report["recovered_after_s"] is not None and report["recovered_after_s"] < 5
+    assert report["after"] == [200] * 20
+
+
+async def _overload(url: str, pid: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    stop = asyncio.Event()
+    load = asyncio.create_task(closed_loop(f"{url}/topic", bodies, clients=clients, stop=stop))
+    rss = {"before": tree_rss(pid)}
+    await asyncio.sleep(seconds / 2)
+    rss["half"] = tree_rss(pid)
+    await asyncio.sleep(seconds / 2)
+    rss["end"] = tree_rss(pid)
+    stop.set()
+    results = await load
+    stopped = time.monotonic()
+    recovered = None
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        while time.monotonic() - stopped < 10:
+            if (await client.post("/topic", content=bodies[0],
+                                  headers={"content-type": "application/json"})).status_code == 200:
+                recovered = time.monotonic() - stopped
+                break
+            await asyncio.sleep(0.1)
+        after = [(await client.post("/topic", content=b, headers={"content-type": "application/json"})).status_code
+                 for b in bodies[:20]]
+    return {"results": results, "rss": rss, "recovered_after_s": recovered, "after": after}
