@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install models serve test bento clean real-topic real-sentiment real-models
+.PHONY: install models serve test bento lock clean real-topic real-sentiment real-models
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,19 @@ test: install
 
 bento: models
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/bentoml build
+
+# The Bento's lock files (bentofile.yaml installs from them): requirements/serving.txt resolved
+# against PyPI for the image (Linux x86_64, Python 3.11) at the versions CI tests (constraints.txt),
+# with the sha256 of every file of every package. serving-gpu.lock is the same with onnxruntime-gpu
+# (k8s/gpu_bentofile.py). Needs PyPI; run it after changing either input and commit the result
+# (tests/test_security.py fails while a lock disagrees with them).
+LOCK_ARGS = -c constraints.txt --generate-hashes --python-version 3.11 \
+  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --quiet
+lock: install
+	$(PY) -m pip install -q -c constraints.txt uv
+	$(BIN)/uv pip compile requirements/serving.txt $(LOCK_ARGS) -o requirements/serving.lock
+	sed 's/^onnxruntime==/onnxruntime-gpu==/' requirements/serving.txt \
+	  | $(BIN)/uv pip compile - $(LOCK_ARGS) -o requirements/serving-gpu.lock
 
 # Real-data models (issue 4): the offline base model fine-tuned on ../shared/data, exported with
 # the dev file so every variant's accuracy is checked (a variant that loses more than 0.5 points,

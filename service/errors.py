@@ -20,6 +20,8 @@ class ErrorType(str, Enum):
     NOT_READY = "not_ready"  # models still loading or warming up
     SHUTTING_DOWN = "shutting_down"  # draining after SIGTERM: only admitted requests are answered
     TIMEOUT = "timeout"  # the model call for the request's batch exceeded its time limit
+    NOT_FOUND = "not_found"  # no such route
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # a route asked with a method it does not answer
     INTERNAL = "internal"  # a bug or a failed batch; details only in the server log
 
 
@@ -32,6 +34,8 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.NOT_READY: 503,
     ErrorType.SHUTTING_DOWN: 503,
     ErrorType.TIMEOUT: 504,
+    ErrorType.NOT_FOUND: 404,
+    ErrorType.METHOD_NOT_ALLOWED: 405,
     ErrorType.INTERNAL: 500,
 }
 
@@ -42,6 +46,10 @@ DEFAULT_MESSAGE: dict[ErrorType, str] = {
     ErrorType.SHUTTING_DOWN: "this replica is shutting down; retry, another one will answer",
     ErrorType.TIMEOUT: "the model took too long on the batch holding this request; retry, or "
     "send fewer or shorter texts",
+    ErrorType.NOT_FOUND: "no such endpoint; the service answers POST /sentiment, POST /topic and "
+    "POST /explain (GET /docs describes them)",
+    ErrorType.METHOD_NOT_ALLOWED: "this endpoint does not answer that method; the prediction "
+    "endpoints take POST with a JSON body (GET /docs describes them)",
     ErrorType.INTERNAL: "internal error while classifying; the server log has the details",
 }
 
@@ -83,6 +91,10 @@ def from_status(status: int, *, readiness: bool = False) -> ServiceError:
         return ServiceError(ErrorType.TIMEOUT)
     if status >= 500:
         return ServiceError(ErrorType.INTERNAL)
+    if status == 404:
+        return ServiceError(ErrorType.NOT_FOUND)
+    if status == 405:
+        return ServiceError(ErrorType.METHOD_NOT_ALLOWED)
     if status == 413:
         return ServiceError(ErrorType.PAYLOAD_TOO_LARGE)
     if status == 415:

@@ -272,7 +272,9 @@ class RequestGate:
                 return await _error_response(ServiceError(ErrorType.SHUTTING_DOWN))(
                     scope, _no_receive, send)
             return await self.app(scope, receive, _ErrorShaper(send, readiness=True))
-        return await self.app(scope, receive, send)
+        # anything else (probes, /metrics, the docs, unknown routes and methods): Starlette's
+        # plain-text 404 and 405 become our shape too
+        return await self.app(scope, receive, _ErrorShaper(send))
 
     async def _predict(self, task: str, scope, receive, send, model: type[BaseModel]) -> None:
         started = time.perf_counter()

@@ -189,6 +189,7 @@ def _reference(tiny_bundles, data: Path, out: Path, *args) -> bytes:
     return out.read_bytes()
 
 
+@pytest.mark.reliability
 def test_sigkill_at_random_points_then_resume_writes_each_row_exactly_once(tiny_bundles, tmp_path):
     n, chunk = 12_000, 150
     data = write_rows(tmp_path / "in.csv", [{"id": i, "text": t} for i, t in enumerate(make_texts(n, 2))])
@@ -235,6 +236,7 @@ class Crash(BaseException):
     """A kill at a chosen point: nothing below it runs, as with SIGKILL (no finally cleans up)."""
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("point", ["between part and progress", "before the output rename",
                                    "while deleting the work dir"])
 def test_a_kill_between_commit_steps_is_resumed_exactly_once(tiny_bundles, tmp_path, monkeypatch, point):
