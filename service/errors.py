@@ -15,6 +15,7 @@ class ErrorType(str, Enum):
     MALFORMED_REQUEST = "malformed_request"  # the body is not JSON at all
     INVALID_INPUT = "invalid_input"  # JSON, but not {"texts": [...]} within the limits
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    REQUEST_TIMEOUT = "request_timeout"  # the body arrived too slowly (TEXTCLS_BODY_TIMEOUT_SECONDS)
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     OVERLOADED = "overloaded"  # shed: too many requests in flight, or the latency bound
     NOT_READY = "not_ready"  # models still loading or warming up
@@ -29,6 +30,7 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.MALFORMED_REQUEST: 400,
     ErrorType.INVALID_INPUT: 422,
     ErrorType.PAYLOAD_TOO_LARGE: 413,
+    ErrorType.REQUEST_TIMEOUT: 408,
     ErrorType.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorType.OVERLOADED: 503,
     ErrorType.NOT_READY: 503,

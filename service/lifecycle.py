@@ -49,13 +49,20 @@ class Lifecycle:
 
     def __init__(self, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
-        self.in_flight = 0
+        self.in_flight = 0  # admitted: queued in BentoML's batcher or running
+        self.reading = 0  # bodies being read (bounded by TEXTCLS_BODY_TIMEOUT_SECONDS)
         self.draining = False
         self.admitted = 0  # requests admitted since start (the gate counts them)
         self.answered_while_draining = 0
         self.refused_while_draining = 0
         self._handlers: dict[int, Any] = {}
         self._drain_task: asyncio.Task | None = None
+
+    @property
+    def busy(self) -> int:
+        """Requests the drain waits for: admitted ones, and bodies that started arriving before
+        the signal (they are admitted, or refused, when complete)."""
+        return self.in_flight + self.reading
 
     def install(self) -> bool:
         """Take over SIGTERM and SIGINT in this worker; False where it cannot (not the main thread,
@@ -92,18 +99,18 @@ class Lifecycle:
     async def _drain(self, sig: int) -> None:
         started = time.monotonic()
         in_flight_at_signal = self.in_flight
-        while self.in_flight and time.monotonic() - started < self.grace_seconds:
+        while self.busy and time.monotonic() - started < self.grace_seconds:
             await asyncio.sleep(0.02)
         # Requests that were sent on kept-alive connections while the loop was busy may still
         # sit unread in their sockets: closing those connections now would reset them. Answer
         # them (503, Connection: close) for a moment before uvicorn closes what is idle.
         await asyncio.sleep(max(0.0, min(LINGER_SECONDS, self.grace_seconds - (time.monotonic() - started))))
-        while self.in_flight and time.monotonic() - started < self.grace_seconds:
+        while self.busy and time.monotonic() - started < self.grace_seconds:
             await asyncio.sleep(0.02)
         waited = time.monotonic() - started
-        if self.in_flight:
+        if self.busy:
             log.error("drain: %d request(s) still in flight after the %.0f s grace period; "
-                      "exiting without them", self.in_flight, self.grace_seconds)
+                      "exiting without them", self.busy, self.grace_seconds)
             self._hand_over(sig, force=True)
             return
         log.info("drain: done in %.2f s: %d request(s) in flight at the signal, %d answered "

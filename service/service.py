@@ -16,6 +16,7 @@ A request goes through
 torch.
 """
 
+import asyncio
 import itertools
 import json
 import logging
@@ -177,9 +178,10 @@ def explain_request_model(settings: ServiceSettings) -> type[BaseModel]:
         task: Literal[TASKS] = Field(description="Whose model explains: sentiment or topic.")
         text: str = Field(description=f"A non-empty text; over {max_chars} characters it is "
                           f"{'refused' if refuse else 'truncated'}.", examples=["a dull, lifeless film"])
-        layer: int = Field(-1, description="Layer of the attention matrix returned (negative counts "
+        layer: int = Field(-1, strict=True, description="Layer of the attention matrix returned (negative counts "
                            "from the last); the rollout weights always use every layer.")
-        head: int | None = Field(None, description="Head of that layer; default: the mean of the heads.")
+        head: int | None = Field(None, strict=True,
+                                 description="Head of that layer; default: the mean of the heads.")
 
         @field_validator("text", mode="after")
         @classmethod
@@ -251,6 +253,7 @@ class RequestGate:
         self.explain_model = explain_model
         self.max_body = settings.max_body_bytes
         self.max_in_flight = settings.max_concurrent_requests
+        self.body_timeout = settings.body_timeout_seconds
         self.lifecycle = lifecycle
         self.metrics = get_metrics()
 
@@ -267,7 +270,7 @@ class RequestGate:
         if path == "/docs" and method in ("GET", "HEAD"):
             # BentoML serves Swagger UI at / and the spec at /docs.json (app.py:195-213)
             return await RedirectResponse("/", status_code=307)(scope, receive, send)
-        if path == "/readyz":
+        if path == "/readyz" and method in ("GET", "HEAD"):
             if self.lifecycle.draining:
                 return await _error_response(ServiceError(ErrorType.SHUTTING_DOWN))(
                     scope, _no_receive, send)
@@ -282,18 +285,36 @@ class RequestGate:
         if lifecycle.draining:
             lifecycle.refused_while_draining += 1
             return await self._refuse(task, ServiceError(ErrorType.SHUTTING_DOWN), scope, send)
-        if lifecycle.in_flight >= self.max_in_flight:
+        if lifecycle.in_flight >= self.max_in_flight:  # refused before reading a byte of it
+            return await self._refuse(task, ServiceError(ErrorType.OVERLOADED), scope, send)
+        # Reading the body takes no slot: a client that stalls in its body must not hold one
+        # (256 of them would starve everyone), and the read is bounded in time and size.
+        lifecycle.reading += 1
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                scope, body = await self._admit(scope, receive, model)
+        except ServiceError as err:
+            return await self._refuse(task, err, scope, send)
+        except TimeoutError:
+            return await self._refuse(task, ServiceError(
+                ErrorType.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.body_timeout:g} s; send it at "
+                "once"), scope, send)
+        finally:
+            lifecycle.reading -= 1
+        if body is None:
+            # The client went away while sending. Answer anyway (nobody reads it): BentoML's
+            # traffic-timeout middleware otherwise waits 60 s for a first response
+            # (bentoml/_internal/server/http/traffic.py:37-49), and shutdown waits for it.
+            return await self._refuse(task, ServiceError(
+                ErrorType.MALFORMED_REQUEST, "the client closed the connection before the body "
+                "was complete"), scope, send)
+        if lifecycle.in_flight >= self.max_in_flight:  # others were admitted meanwhile
             return await self._refuse(task, ServiceError(ErrorType.OVERLOADED), scope, send)
         lifecycle.in_flight += 1
         lifecycle.admitted += 1
         shaper = _ErrorShaper(send)
         try:
-            try:
-                scope, body = await self._admit(scope, receive, model)
-            except ServiceError as err:
-                return await self._refuse(task, err, scope, send)
-            if body is None:  # the client went away while sending
-                return
             await self.app(scope, _replay(body, receive), shaper)
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
@@ -414,6 +435,7 @@ class _ErrorShaper:
         self.error: ServiceError | None = None
         self.started = False
         self._rewriting = False  # BentoML's error body is being replaced by ours
+        self._kept_headers: list[tuple[bytes, bytes]] = []
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
@@ -426,6 +448,9 @@ class _ErrorShaper:
                 else:
                     self.error = from_status(self.status, readiness=self._readiness)
                     self._rewriting = True
+                    # a 405 must say which methods the route answers (RFC 9110 15.5.6)
+                    self._kept_headers = [(k, v) for k, v in message.get("headers", [])
+                                          if k.lower() == b"allow"]
                     return
             self.started = True
         elif message["type"] == "http.response.body" and self._rewriting:
@@ -442,6 +467,7 @@ class _ErrorShaper:
             (b"content-length", str(len(body)).encode()),
         ]
         headers += [(k.lower().encode(), v.encode()) for k, v in err.headers().items()]
+        headers += self._kept_headers
         await self._send({"type": "http.response.start", "status": err.status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -664,6 +690,10 @@ def build_service(
         # with replicas.
         "workers": 1,
         "threads": 1,
+        # BentoML's access log decodes the request's Content-Type as UTF-8 when it logs the
+        # response (bentoml/_internal/server/http/access.py:123); a byte over 0x7f there (legal
+        # in HTTP) raised mid-response and cut the answer short. The log line keeps the rest.
+        "logging": {"access": {"request_content_type": False}},
         **(bentoml_config or {}),
     }
     svc = bentoml.service(name="TextClassifier", **config)(TextClassifier)

@@ -113,6 +113,14 @@ class ServiceSettings(BaseSettings):
         "answered 503 at once instead of queueing without bound.",
     )
 
+    body_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=600,
+        description="Longest a client may take to send a prediction request's body; slower "
+        "bodies are answered 408, so stalled clients cannot hold the "
+        "TEXTCLS_MAX_CONCURRENT_REQUESTS slots (a 1 MiB body at 1 Mbit/s takes 8 s).",
+    )
     shutdown_grace_seconds: float = Field(
         default=30,
         ge=0,
