@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install models serve test bento lock clean real-topic real-sentiment real-models
+.PHONY: install models serve test soak bento lock clean real-topic real-sentiment real-models
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ serve: models
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The soak benchmark (docs/reliability.md): the served models at 70% of their measured peak for
+# 10 minutes; errors, p99 drift and resident memory to docs/reports/soak.json. Needs ../shared.
+soak: models
+	$(PY) -m bench.soak --minutes 10 --fraction 0.7
 
 bento: models
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/bentoml build
