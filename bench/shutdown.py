@@ -38,8 +38,11 @@ async def sigterm_under_load(url: str, proc: subprocess.Popen, bodies: list[byte
     load = asyncio.create_task(closed_loop(f"{url}/topic", bodies, clients=clients, stop=stop))
     probes: dict = {}
     async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
-        assert (await probe.get("/readyz")).status_code == 200  # a keep-alive connection
-        await asyncio.sleep(settle)
+        # a kept-alive connection, used more often than uvicorn's 5 s keep-alive timeout
+        settled = time.monotonic() + settle
+        while time.monotonic() < settled:
+            assert (await probe.get("/readyz")).status_code == 200
+            await asyncio.sleep(min(1.0, max(0.0, settled - time.monotonic())))
         signalled_at = time.monotonic()
         # to `bentoml serve` alone, as the kubelet signals the container's PID 1
         os.kill(proc.pid, signal.SIGTERM)

@@ -627,7 +627,9 @@ def build_service(
                 log.info("SIGTERM is left to the server: not in its main thread")
             self._ready = True
 
-        def __is_ready__(self) -> bool:
+        async def __is_ready__(self) -> bool:
+            # async: BentoML awaits it in the event loop; a sync one runs in a worker thread
+            # (app.py:441-447) and a readiness probe would wait behind a running batch
             # /readyz answers 503 until this is true (_bentoml_impl/server/app.py:432-453); the
             # gate answers it 503 itself once the worker drains for shutdown
             return self._ready and not self.lifecycle.draining
