@@ -97,6 +97,8 @@ class Engine:
                 f"variant {variant!r} of bundle {bundle.path} failed the export's checks "
                 f"({failure}); it is never served."
             )
+        if variant not in bundle.variants:
+            bundle.variant_path(variant)  # raises, naming the variants the bundle has
         # the files the export checked, byte for byte, or none at all
         if not bundle.verify([bundle.variants[variant]["file"], TOKENIZER]):
             log.warning("bundle %s records no file hashes (exported before they were added): "
