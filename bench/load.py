@@ -19,7 +19,7 @@ import itertools
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import httpx
@@ -95,9 +95,9 @@ def _client(connections: int, timeout: float) -> httpx.AsyncClient:
 
 
 async def closed_loop(url: str, bodies: Sequence[bytes], clients: int, stop: asyncio.Event, *,
-                      timeout: float = 60.0, stop_after_refused: bool = True) -> list[Result]:
+                      timeout: float = 60.0) -> list[Result]:
     """``clients`` closed-loop clients until ``stop`` is set. A client whose connection is
-    refused stops (there is nobody left to ask), unless ``stop_after_refused`` is False."""
+    refused stops: there is nobody left to ask."""
     results: list[Result] = []
 
     async def one(client_id: int) -> None:
@@ -106,7 +106,7 @@ async def closed_loop(url: str, bodies: Sequence[bytes], clients: int, stop: asy
             while not stop.is_set():
                 result = await send(client, url, next(cycle), client_id)
                 results.append(result)
-                if result.outcome == REFUSED and stop_after_refused:
+                if result.outcome == REFUSED:
                     return
                 if result.outcome != OK:
                     await asyncio.sleep(0.01)
@@ -170,6 +170,3 @@ def summary(results: Sequence[Result]) -> dict:
         "p99_ms": round(percentile(ok, 99) * 1000, 1),
     }
 
-
-def as_rows(results: Sequence[Result]) -> list[dict]:
-    return [asdict(r) for r in results]

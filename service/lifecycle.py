@@ -52,11 +52,10 @@ class Lifecycle:
         self.in_flight = 0  # admitted: queued in BentoML's batcher or running
         self.reading = 0  # bodies being read (bounded by TEXTCLS_BODY_TIMEOUT_SECONDS)
         self.draining = False
-        self.admitted = 0  # requests admitted since start (the gate counts them)
         self.answered_while_draining = 0
         self.refused_while_draining = 0
         self._handlers: dict[int, Any] = {}
-        self._drain_task: asyncio.Task | None = None
+        self._drain_task: asyncio.Task | None = None  # the loop holds tasks only weakly
 
     @property
     def busy(self) -> int:
@@ -98,15 +97,19 @@ class Lifecycle:
 
     async def _drain(self, sig: int) -> None:
         started = time.monotonic()
+        deadline = started + self.grace_seconds
         in_flight_at_signal = self.in_flight
-        while self.busy and time.monotonic() - started < self.grace_seconds:
-            await asyncio.sleep(0.02)
+
+        async def until_idle() -> None:
+            while self.busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+        await until_idle()
         # Requests that were sent on kept-alive connections while the loop was busy may still
         # sit unread in their sockets: closing those connections now would reset them. Answer
         # them (503, Connection: close) for a moment before uvicorn closes what is idle.
-        await asyncio.sleep(max(0.0, min(LINGER_SECONDS, self.grace_seconds - (time.monotonic() - started))))
-        while self.busy and time.monotonic() - started < self.grace_seconds:
-            await asyncio.sleep(0.02)
+        await asyncio.sleep(max(0.0, min(LINGER_SECONDS, deadline - time.monotonic())))
+        await until_idle()  # any that were admitted meanwhile
         waited = time.monotonic() - started
         if self.busy:
             log.error("drain: %d request(s) still in flight after the %.0f s grace period; "

@@ -312,7 +312,6 @@ class RequestGate:
         if lifecycle.in_flight >= self.max_in_flight:  # others were admitted meanwhile
             return await self._refuse(task, ServiceError(ErrorType.OVERLOADED), scope, send)
         lifecycle.in_flight += 1
-        lifecycle.admitted += 1
         shaper = _ErrorShaper(send)
         try:
             await self.app(scope, _replay(body, receive), shaper)
@@ -472,6 +471,14 @@ class _ErrorShaper:
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def wrong_task(task: str, engine: Classifier, settings: ServiceSettings) -> str | None:
+    """Why ``engine`` must not serve ``task``'s endpoint, or None when it may."""
+    if engine.task == task:
+        return None
+    return (f"TEXTCLS_{task.upper()}_MODEL={settings.model_ref(task)} is a {engine.task!r} "
+            f"bundle, not a {task!r} one")
+
+
 def preflight(settings: ServiceSettings, engine_factory: EngineFactory) -> list[str]:
     """What would stop each task's engine from serving: a missing or unreadable bundle, a bundle
     of the other task, no variant that passed, files that differ from what the export checked
@@ -486,9 +493,8 @@ def preflight(settings: ServiceSettings, engine_factory: EngineFactory) -> list[
             message = " ".join(str(exc).split())
             problems.append(f"TEXTCLS_{task.upper()}_MODEL={ref}: {message[:600]}")
             continue
-        if engine.task != task:
-            problems.append(f"TEXTCLS_{task.upper()}_MODEL={ref} is a {engine.task!r} bundle, "
-                            f"not a {task!r} one")
+        if (mismatch := wrong_task(task, engine, settings)) is not None:
+            problems.append(mismatch)
         del engine
     return problems
 
@@ -576,11 +582,8 @@ def build_service(
             for task in TASKS:
                 ref, source = self._bundle_ref(task)
                 engine = engine_factory(task, ref, settings)
-                if engine.task != task:
-                    raise RuntimeError(
-                        f"TEXTCLS_{task.upper()}_MODEL={settings.model_ref(task)} is a "
-                        f"{engine.task!r} bundle, not a {task!r} one"
-                    )
+                if (mismatch := wrong_task(task, engine, settings)) is not None:
+                    raise RuntimeError(mismatch)
                 self.engines[task] = engine
                 self.explainers[task] = explainer_factory(engine, settings)
                 if self.explainers[task] is None:

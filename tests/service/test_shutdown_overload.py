@@ -7,9 +7,7 @@ the tiny bundles of tests/conftest.py; requests carry many texts so the tiny mod
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import time
 
 import httpx
