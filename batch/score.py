@@ -1,7 +1,7 @@
 """The batch scoring stage: ``ScoreConfig`` -> ``score``, and ``MergeConfig`` -> ``merge_shards``.
 
 ``score`` reads the input in chunks of ``chunk_size`` rows (``batch.io``), scores each chunk's
-texts on the serving engine (sorted by length and padded per sub-batch inside it) or through a
+texts on the serving engine (sorted by length, padded per call under a token budget inside it) or through a
 running service (``batch.client``), and commits each chunk as a numbered part file in a work
 directory beside the output (``batch.workdir``). When every chunk is committed, the parts are
 merged into the output and the work directory is deleted. Killed at any point and run again with
@@ -33,6 +33,7 @@ from batch import io
 from batch.client import Outcome, RetryPolicy, ServiceScorer
 from batch.workdir import STATE_FORMAT, WorkDir, write_atomic
 from core.errors import DataError, UserError
+from core.system import DEFAULT_BATCH_TOKENS
 
 FIRST_ERRORS = 5  # error messages kept for the summary
 
@@ -64,7 +65,7 @@ class ScoreConfig(BaseModel):
     overwrite: bool = False  # replace an existing output
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
-    sub_batch_size: int = Field(8, ge=1)
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=16)  # padded tokens per model call
 
     @field_validator("shard_index")
     @classmethod
@@ -283,7 +284,7 @@ class EngineScorer:
             if config.task is not None and bundle.task != config.task:
                 raise UserError(f"the store's {ref!r} bundle is a {bundle.task!r} model, not {config.task!r}.")
             self.engine = Engine(bundle, device=config.device, threads=config.threads,
-                                 sub_batch_size=config.sub_batch_size)
+                                 batch_tokens=config.batch_tokens)
         except BundleError as exc:
             raise UserError(str(exc)) from None
         self.labels = self.engine.labels

@@ -11,3 +11,8 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+# Padded tokens per ONNX Runtime call (service.engine.token_batches), for the service and the batch
+# job alike; chosen with bench/engine.py on this machine (docs/benchmarks.md).
+DEFAULT_BATCH_TOKENS = 2048

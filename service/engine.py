@@ -1,9 +1,11 @@
 """The inference engine: texts in, predictions out. Knows nothing of HTTP.
 
-preprocess (tokenize, sort by length, pad per sub-batch) -> predict (ONNX Runtime) ->
-postprocess (softmax, map logits to labels). Padding waste is the biggest cost on CPU, so texts
-are sorted by token count and padded only to the longest text of each sub-batch; answers come
-back in the callers' order.
+preprocess (tokenize, sort by length, cut into sub-batches under a token budget) -> predict (ONNX
+Runtime) -> postprocess (softmax, map logits to labels). Padding waste is the biggest cost on
+CPU, so texts are sorted by token count and each ONNX Runtime call takes as many of them as fit
+in ``batch_tokens`` padded tokens (text-embeddings-inference's ``max-batch-tokens``): many short
+texts per call, few long ones, never more padding than the longest text of a call needs. Answers
+come back in the callers' order.
 
 Only tokenizers, numpy and onnxruntime are imported: the serving path never loads torch.
 """
@@ -18,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from core.system import available_cores
+from core.system import DEFAULT_BATCH_TOKENS, available_cores
 from service.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,19 @@ class BatchResult:
     logits: np.ndarray | None = None
 
 
+def token_batches(sorted_lengths: np.ndarray, budget: int) -> list[slice]:
+    """Cut texts sorted by ascending token count into runs whose padded size (texts in the run x
+    its last, longest text) stays within ``budget``; a text longer than the budget runs alone."""
+    batches, start, n = [], 0, len(sorted_lengths)
+    while start < n:
+        end = start + 1
+        while end < n and (end + 1 - start) * int(sorted_lengths[end]) <= budget:
+            end += 1
+        batches.append(slice(start, end))
+        start = end
+    return batches
+
+
 def choose_provider(device: str = "auto") -> str:
     """CUDA when asked or when onnxruntime-gpu sees a GPU, else CPU."""
     available = ort.get_available_providers()
@@ -73,14 +88,14 @@ class Engine:
         variant: str | None = None,
         device: str = "auto",
         threads: int | None = None,
-        sub_batch_size: int = 8,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
         allow_failed: bool = False,
     ) -> None:
         """``variant`` None: the bundle's GPU variant on CUDA (its CPU variant when it has none),
         else its CPU variant. A variant the export marked failed is refused unless
         ``allow_failed`` (the export's own checks, or `textcls evaluate --variant` on purpose)."""
-        if sub_batch_size < 1:
-            raise ValueError("sub_batch_size must be at least 1")
+        if batch_tokens < 1:
+            raise ValueError("batch_tokens must be at least 1")
         self.bundle = bundle
         self.provider = choose_provider(device)
         if variant is None:
@@ -104,7 +119,7 @@ class Engine:
             log.warning("bundle %s records no file hashes (exported before they were added): "
                         "its files cannot be checked against the export; re-export it", bundle.path)
         self.variant = variant
-        self.sub_batch_size = sub_batch_size
+        self.batch_tokens = batch_tokens
         self.threads = threads or available_cores()
 
         self.tokenizer = Tokenizer.from_file(str(bundle.path / TOKENIZER))
@@ -155,8 +170,8 @@ class Engine:
         logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         padded = 0
         t1 = time.perf_counter()
-        for start in range(0, len(texts), self.sub_batch_size):
-            idx = order[start : start + self.sub_batch_size]
+        for idx in token_batches(lengths[order], self.batch_tokens):
+            idx = order[idx]
             feed = self.feed([encodings[i] for i in idx], int(lengths[idx].max()))
             padded += feed["input_ids"].size
             logits[idx] = self.session.run(None, feed)[0]
@@ -179,8 +194,9 @@ class Engine:
         return self.run(texts).logits
 
     def warmup(self) -> None:
-        """One batch of the largest shape we serve, so the first caller does not pay for it."""
-        self.run(["warm-up " * (self.bundle.max_length // 2)] * self.sub_batch_size + ["ok"])
+        """Calls of the largest shapes we serve, so the first caller does not pay for them."""
+        longest = max(1, self.batch_tokens // self.bundle.max_length)
+        self.run(["warm-up " * self.bundle.max_length] * longest + ["ok"] * 8)
 
     def feed(self, encodings, width: int) -> dict[str, np.ndarray]:
         n = len(encodings)

@@ -23,15 +23,17 @@ import logging
 import threading
 import time
 from http import HTTPStatus
-from typing import Any, Callable, Literal, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from bentoml.validators import ContentType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, RedirectResponse
 
 from core.tasks import TASKS
+from service import batching
 from service.engine import BatchResult, Engine
 from service.errors import SHAPED_HEADER, ErrorType, ServiceError, from_status
 from service.explain import EXPLAIN, ExplainError, Explainer
@@ -70,7 +72,7 @@ def make_engine(task: str, ref: str, settings: ServiceSettings) -> Engine:
         ref,
         device=settings.device,
         threads=settings.threads,
-        sub_batch_size=settings.sub_batch_size,
+        batch_tokens=settings.batch_tokens,
     )
 
 
@@ -86,6 +88,11 @@ class Prediction(BaseModel):
     label: str = Field(description="The most probable class.")
     score: float = Field(description="Its probability.")
     scores: dict[str, float] = Field(description="Every class's probability; they sum to 1.")
+
+
+# The media type stated, so BentoML does not derive it from the output's JSON schema on every
+# response (_bentoml_sdk/io_models.py, IOMixin.mime_type; 13% of the per-request CPU).
+Predictions = Annotated[list[Prediction], ContentType("application/json")]
 
 
 class ClippedText(str):
@@ -550,10 +557,11 @@ def build_service(
     bentoml_config: dict[str, Any] | None = None,
 ) -> bentoml.Service:
     """The whole service from one settings object; tests pass a fake engine factory."""
+    batching.install(settings.max_queue_delay_ms)
     texts_request = request_model(settings)
     explain_request = explain_request_model(settings)
     lifecycle = Lifecycle(settings.shutdown_grace_seconds)
-    batching = dict(
+    batch_api = dict(
         batchable=True,
         max_batch_size=settings.max_batch_size,
         max_latency_ms=settings.max_latency_ms,
@@ -637,13 +645,13 @@ def build_service(
             # gate answers it 503 itself once the worker drains for shutdown
             return self._ready and not self.lifecycle.draining
 
-        @bentoml.api(route="/sentiment", **batching)
-        def sentiment(self, texts: list[str]) -> list[Prediction]:
+        @bentoml.api(route="/sentiment", **batch_api)
+        def sentiment(self, texts: list[str]) -> Predictions:
             """Sentiment of each text (negative/positive), in the order sent."""
             return self._classify("sentiment", texts)
 
-        @bentoml.api(route="/topic", **batching)
-        def topic(self, texts: list[str]) -> list[Prediction]:
+        @bentoml.api(route="/topic", **batch_api)
+        def topic(self, texts: list[str]) -> Predictions:
             """News topic of each text, in the order sent."""
             return self._classify("topic", texts)
 
@@ -698,7 +706,11 @@ def build_service(
         # BentoML's access log decodes the request's Content-Type as UTF-8 when it logs the
         # response (bentoml/_internal/server/http/access.py:123); a byte over 0x7f there (legal
         # in HTTP) raised mid-response and cut the answer short. The log line keeps the rest.
-        "logging": {"access": {"request_content_type": False}},
+        "logging": {"access": {"enabled": settings.access_log, "request_content_type": False}},
+        # spans of the prediction routes cost more than anything else around the model
+        # (docs/benchmarks.md); traced only when asked (TEXTCLS_TRACE_PREDICTIONS)
+        "tracing": {"excluded_urls": [] if settings.trace_predictions
+                    else [rf"{route}(\?|$)" for route in (*ROUTES, EXPLAIN_ROUTE)]},
         **(bentoml_config or {}),
     }
     svc = bentoml.service(name="TextClassifier", **config)(TextClassifier)

@@ -17,7 +17,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.system import available_cores
+from core.system import DEFAULT_BATCH_TOKENS, available_cores
 
 ENV_PREFIX = "TEXTCLS_"
 
@@ -62,11 +62,14 @@ class ServiceSettings(BaseSettings):
         "use (os.sched_getaffinity). Under a Kubernetes CPU limit set it to the limit: affinity "
         "does not see CFS quotas.",
     )
-    sub_batch_size: int = Field(
-        default=8,
-        ge=1,
-        description="Texts per ONNX Runtime call inside one batch, after sorting by length; 8 "
-        "was fastest on CPU (architecture.md: 157 texts/s vs 72 for unsorted batches of 32).",
+    batch_tokens: int = Field(
+        default=DEFAULT_BATCH_TOKENS,
+        ge=16,
+        le=1_000_000,
+        description="Padded tokens per ONNX Runtime call: a batch's texts, sorted by length, go "
+        "to the model in calls of as many texts as fit (text-embeddings-inference's "
+        "max-batch-tokens). The default was fastest on this CPU for one-text and mixed-length "
+        "loads (docs/benchmarks.md).",
     )
     max_batch_size: int = Field(
         default=64,
@@ -78,9 +81,18 @@ class ServiceSettings(BaseSettings):
     max_latency_ms: int = Field(
         default=2000,
         ge=10,
-        description="BentoML's batching latency bound. The dispatcher answers 503 to requests it "
-        "predicts would miss it, so this is the shedding threshold, not a target: 2000 ms is 6x "
-        "the p50 measured at 32 connections (323 ms); 200 ms shed most requests there.",
+        description="Longest a request may wait in the batch queue: one that has waited this "
+        "long when its batch would start is answered 503 `overloaded` instead (service/"
+        "batching.py). A bound on queueing under overload, not a latency target.",
+    )
+    max_queue_delay_ms: float = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="How long an idle model waits for more requests before it starts a batch "
+        "(Triton's max_queue_delay). 0: a batch starts the moment the model is free, so a lone "
+        "request is never held; under load batches still grow with what queued during the "
+        "previous one (docs/benchmarks.md).",
     )
     max_texts_per_request: int = Field(
         default=64,
@@ -138,6 +150,20 @@ class ServiceSettings(BaseSettings):
         "the batch is answered 504 `timeout` and the next batch runs on a fresh thread (the "
         "stuck call cannot be interrupted; it is counted in textcls_errors_total). The default is "
         "far above any normal batch (docs/reliability.md has the figures).",
+    )
+
+    access_log: bool = Field(
+        default=False,
+        description="BentoML's access log, one line per request. Off by default: it cost about "
+        "7% of the worker's CPU per request (docs/benchmarks.md), and /metrics counts requests, "
+        "latencies and errors by type. Turn it on to debug single requests.",
+    )
+    trace_predictions: bool = Field(
+        default=False,
+        description="Trace the prediction routes with BentoML's OpenTelemetry middleware. Off "
+        "by default: it was the largest per-request cost around the model (about 31%, "
+        "docs/benchmarks.md) and its spans go nowhere unless a tracing exporter is configured "
+        "in BentoML's config; turn it on together with one.",
     )
 
     @field_validator("sentiment_model", "topic_model")

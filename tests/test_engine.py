@@ -19,14 +19,14 @@ TEXTS = [
 
 @pytest.fixture(scope="module", params=["sentiment", "topic"])
 def engine(request, tiny_bundles):
-    return Engine(Bundle.load(tiny_bundles[request.param]), device="cpu", sub_batch_size=2)
+    return Engine(Bundle.load(tiny_bundles[request.param]), device="cpu", batch_tokens=32)
 
 
 @pytest.mark.parametrize("task", ["sentiment", "topic"])
 def test_answers_come_back_in_input_order(tiny_bundles, task):
     # fp32: dynamic int8 picks its activation scale per tensor, so its logits move a little with
     # the batch a text shares (labels agree; see the next tests); fp32 must not move at all.
-    engine = Engine(Bundle.load(tiny_bundles[task]), variant="fp32", device="cpu", sub_batch_size=2)
+    engine = Engine(Bundle.load(tiny_bundles[task]), variant="fp32", device="cpu", batch_tokens=32)
     together = engine.logits(TEXTS)
     alone = np.concatenate([engine.logits([t]) for t in TEXTS])
     # each text alone has no padding; in a sorted, padded sub-batch it must score the same,
