@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install models serve test soak bento lock clean real-topic real-sentiment real-models
+.PHONY: install models serve test soak bench engine-bench bento lock clean real-topic real-sentiment real-models
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,17 @@ test: install
 # 10 minutes; errors, p99 drift and resident memory to docs/reports/soak.json. Needs ../shared.
 soak: models
 	$(PY) -m bench.soak --minutes 10 --fraction 0.7
+
+# The side-by-side benchmark (issue 13, docs/benchmarks.md): this service against FastAPI +
+# transformers, BentoML + transformers, MLServer and PyTriton, each in its own venv under
+# build/bench-envs (built once; needs PyPI), wrk and Locust as load generators. About 25 minutes.
+bench: models
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 2; }
+	$(BIN)/textcls bench $(BENCH_ARGS)
+
+# The engine alone, in process: batching rules, FLOP rate and the measured peak (docs/benchmarks.md)
+engine-bench: models
+	$(PY) -m bench.engine --json docs/reports/engine.json
 
 bento: models
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/bentoml build

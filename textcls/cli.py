@@ -532,6 +532,40 @@ def build_defaults(
     _print_defaults(models, time.perf_counter() - t0)
 
 
+@app.command()
+def bench(
+    servers: str = typer.Option("naive,bentoml_pipeline,mlserver,pytriton,textcls",
+                                help="Comma-separated servers to measure (bench/peers)."),
+    concurrency: str = typer.Option("1,8,32,128", help="Closed-loop client counts (wrk)."),
+    texts_per_request: str = typer.Option("1,16", help="Texts per request, one pass each."),
+    duration: int = typer.Option(15, min=1, help="Seconds per closed-loop level."),
+    sweep: str = typer.Option("0.25,0.5,0.75,0.9", help="Open-loop rates (Locust) as fractions "
+                              "of each server's own best closed-loop throughput; empty: no sweep."),
+    sweep_duration: int = typer.Option(15, min=1, help="Seconds per open-loop rate."),
+    texts: Optional[Path] = typer.Option(None, help="CSV with a `text` column. Default: "
+                                         "../shared/data/topic/agnews_dev.csv, else the demo dev file."),
+) -> None:
+    """Measure this service against the servers a user would pick instead (FastAPI + transformers,
+    BentoML + transformers, MLServer, Triton via PyTriton), one at a time on this machine, same
+    model and texts; writes docs/reports/bench.json, docs/benchmarks-figures.md and
+    docs/benchmarks.png. Builds each server's virtual environment under build/bench-envs the
+    first time (PyPI needed then). The defaults take about 25 minutes."""
+    from bench.compare import BenchConfig, BenchError, run_bench
+
+    def numbers(text: str, kind):
+        return [kind(x) for x in text.split(",") if x.strip()]
+
+    try:
+        config = BenchConfig(servers=[s.strip() for s in servers.split(",") if s.strip()],
+                             concurrency=numbers(concurrency, int),
+                             texts_per_request=numbers(texts_per_request, int),
+                             duration=duration, sweep_fractions=numbers(sweep, float),
+                             sweep_duration=sweep_duration, texts=texts)
+        run_bench(config)
+    except (BenchError, ValueError) as exc:
+        _fail(exc)
+
+
 def _print_defaults(models, seconds: float) -> None:
     console.rule(f"demo models ({seconds:.0f}s in all)")
     for m in models:
