@@ -14,7 +14,7 @@ when it is absent). For each server:
    client again right after the heavy runs, then the same with 16 texts per request; requests/s,
    predictions/s, p50/p95/p99, errors (non-2xx and socket errors), the server's CPU seconds per
    1,000 predictions and its peak resident memory (every process of the server, sampled);
-3. open loop (Locust headless, each user paced by `constant_throughput`): offered rates at
+3. open loop (Locust headless, 32 users each paced by `constant_throughput`): offered rates at
    fractions of the server's own best closed-loop throughput, latency against load.
 
 Writes docs/reports/bench.json, docs/benchmarks-figures.md (the tables) and docs/benchmarks.png
@@ -221,11 +221,26 @@ def wrk(server: Running, bodies: Path, script: Path, connections: int, duration:
             "p99_ms": raw["p99_us"] / 1000, "errors": raw["non_2xx"] + raw["socket_errors"]}
 
 
+def batch_counts(server: Running) -> tuple[float, float] | None:
+    """textcls only: texts and batches so far, from its textcls_batch_size histogram."""
+    if server.peer.name != "textcls":
+        return None
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        for key in ("textcls_batch_size_sum", "textcls_batch_size_count"):
+            if line.startswith(key + "{") and 'task="topic"' in line:
+                values[key] = float(line.rsplit(" ", 1)[1])
+    return values.get("textcls_batch_size_sum", 0.0), values.get("textcls_batch_size_count", 0.0)
+
+
 def closed_loop(server: Running, bodies: Path, script: Path, connections: int,
                 duration: int, texts_per_request: int) -> dict:
-    cpu0 = server.watch.cpu_seconds()
+    cpu0, batches0 = server.watch.cpu_seconds(), batch_counts(server)
     result = wrk(server, bodies, script, connections, duration)
-    cpu = server.watch.cpu_seconds() - cpu0
+    cpu, batches1 = server.watch.cpu_seconds() - cpu0, batch_counts(server)
+    if batches0 is not None and batches1 is not None and batches1[1] > batches0[1]:
+        result["mean_batch_texts"] = round((batches1[0] - batches0[0]) / (batches1[1] - batches0[1]), 1)
     predictions = result["requests"] * texts_per_request
     result.update(connections=connections, texts_per_request=texts_per_request,
                   predictions_per_s=round(result["requests_per_s"] * texts_per_request, 1),
@@ -248,16 +263,20 @@ def locust_python(config: BenchConfig) -> Path:
 
 def open_loop(server: Running, bodies: Path, workdir: Path, rate: float, duration: int,
               locust: Path) -> dict:
-    users = 64
+    # users start 8 a second: started together, paced users stay in step and arrive in bursts
+    # (64 synchronised users made batches of 64 at a quarter of the load); statistics are reset
+    # once all have started
+    users = 32
     locustfile = workdir / "locustfile.py"
     locustfile.write_text(LOCUSTFILE)
     prefix = workdir / f"locust-{server.peer.name}-{int(rate)}"
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_USER_RATE": str(rate / users),
            "BENCH_PATH": server.peer.infer_path}
+    ramp = users // 8
     cmd = [str(locust.with_name("locust")), "-f", str(locustfile), "--headless", "-u", str(users),
-           "-r", str(users), "-t", f"{duration}s", "--host", server.url, "--csv", str(prefix),
-           "--only-summary", "--loglevel", "ERROR"]
-    subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 120)
+           "-r", "8", "-t", f"{duration + ramp}s", "--reset-stats", "--host", server.url,
+           "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"]
+    subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + ramp + 120)
     import csv
 
     stats = prefix.with_name(prefix.name + "_stats.csv")
@@ -297,7 +316,9 @@ def bench_server(peer: Peer, model: ModelFiles, texts: list[str], config: BenchC
                 print(f"  {n:>2} text(s) x {c:>3} clients{' (after the burst)' if row['after_burst'] else ''}: "
                       f"{row['requests_per_s']} req/s, p50 {row['p50_ms']:.1f} ms, p99 "
                       f"{row['p99_ms']:.1f} ms, errors {row['errors']}, "
-                      f"{row['cpu_s_per_1000']} CPU s/1000", flush=True)
+                      f"{row['cpu_s_per_1000']} CPU s/1000"
+                      + (f", {row['mean_batch_texts']} texts per batch" if "mean_batch_texts" in row else ""),
+                      flush=True)
         if locust is not None and config.sweep_fractions:
             bodies = workdir / f"bodies-{peer.name}-1.txt"
             peak = max((r["requests_per_s"] for r in report["closed_loop"]
@@ -356,20 +377,21 @@ def markdown(results: dict) -> str:
              f"Texts: {results['texts']} ({results['n_texts']}); model: the default topic model. "
              f"Machine: {results['machine']['cores']} cores, {results['machine']['cpu']}.", "",
              "| server | texts/req | clients | req/s | predictions/s | p50 ms | p95 ms | p99 ms "
-             "| errors | CPU s / 1000 pred. |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| errors | CPU s / 1000 pred. | texts per batch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in results["servers"].items():
         for r in s["closed_loop"]:
             clients = f"{r['connections']} (after burst)" if r.get("after_burst") else r["connections"]
             lines.append(f"| {name} | {r['texts_per_request']} | {clients} | {r['requests_per_s']} | "
                          f"{r['predictions_per_s']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                         f"{r['p99_ms']:.1f} | {r['errors']} | {r['cpu_s_per_1000']} |")
+                         f"{r['p99_ms']:.1f} | {r['errors']} | {r['cpu_s_per_1000']} | "
+                         f"{r.get('mean_batch_texts', '')} |")
     lines += ["", "| server | ready after s | idle RSS MB | peak RSS MB (all processes) | "
               "largest process MB |", "| --- | --- | --- | --- | --- |"]
     for name, s in results["servers"].items():
         lines.append(f"| {name} | {s['startup_seconds']} | {s.get('idle_rss_mb')} | "
                      f"{s.get('peak_rss_mb')} | {s.get('largest_process_rss_mb')} |")
-    lines += ["", "Open loop (Locust, constant_throughput pacing, 64 users, one text per request):",
+    lines += ["", "Open loop (Locust, constant_throughput pacing, 32 users, one text per request):",
               "", "| server | offered/s | achieved/s | p50 ms | p99 ms | errors |",
               "| --- | --- | --- | --- | --- | --- |"]
     for name, s in results["servers"].items():

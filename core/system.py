@@ -15,4 +15,4 @@ def available_cores() -> int:
 
 # Padded tokens per ONNX Runtime call (service.engine.token_batches), for the service and the batch
 # job alike; chosen with bench/engine.py on this machine (docs/benchmarks.md).
-DEFAULT_BATCH_TOKENS = 2048
+DEFAULT_BATCH_TOKENS = 512

@@ -68,14 +68,8 @@ class FreeModelDispatcher(CorkDispatcher):
                     continue
                 if self.max_queue_delay > 0:
                     await self._hold()
-                self._shed_expired()
-                if not self._queue:
-                    continue
-                self._idle.clear()
-                self._sema.acquire()
-                self.batches += 1
-                jobs = tuple(self._get_inputs())
-                self._loop.create_task(self.outbound_call(jobs))
+                if not self._sema.is_locked():  # (a batch may have started meanwhile)
+                    self._dispatch()
             except asyncio.CancelledError:
                 raise
             except Exception:  # as BentoML's controller: log and keep serving
@@ -106,14 +100,47 @@ class FreeModelDispatcher(CorkDispatcher):
             self.shed += 1
 
     async def outbound_call(self, inputs_info: tuple[Job, ...], training: bool = False) -> None:
+        """BentoML's outbound_call, except that the next batch starts before this one's answers
+        go out: answering 64 requests takes the event loop tens of milliseconds, during which
+        the model would otherwise sit idle (a quarter of the time at 128 clients, measured)."""
         try:
-            await super().outbound_call(inputs_info, training=training)
-        finally:
-            self._idle.set()  # after super() released the semaphore
+            outputs = await self.callback(tuple(job.data for job in inputs_info))
+            if len(outputs) != len(inputs_info):
+                raise RuntimeError(f"a batch of {len(inputs_info)} requests answered "
+                                   f"{len(outputs)} results")
+        except Exception as exc:  # every caller of the batch gets the error (as BentoML)
+            outputs = [exc] * len(inputs_info)
+        except BaseException:
+            for job in inputs_info:
+                if not job.future.done():
+                    job.future.cancel()
+            self._release()
+            raise
+        self._release()
+        if self._queue and not self._sema.is_locked():
+            self._dispatch()
+            await asyncio.sleep(0)  # let the next batch reach the model thread first
+        for job, out in zip(inputs_info, outputs):
+            if not job.future.done():
+                job.future.set_result(out)
+
+    def _release(self) -> None:
+        self._sema.release()
+        self._idle.set()
+
+    def _dispatch(self) -> None:
+        self._shed_expired()
+        if not self._queue:
+            return
+        self._idle.clear()
+        self._sema.acquire()
+        self.batches += 1
+        self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
 
 
-def install(max_queue_delay_ms: float) -> None:
-    """Make BentoML's service app build a FreeModelDispatcher for every batchable API.
+def install(max_queue_delay_ms: float, strategy: str = "free") -> None:
+    """Make BentoML's service app build a FreeModelDispatcher for every batchable API (strategy
+    "free"), or BentoML's own CorkDispatcher again ("bentoml", for comparisons).
 
     ServiceAppFactory.__init__ (_bentoml_impl/server/app.py:117-135) builds its dispatchers from
     the module's global ``CorkDispatcher`` when the app is made, after the service module is
@@ -130,4 +157,4 @@ def install(max_queue_delay_ms: float) -> None:
     if current is not CorkDispatcher and current is not FreeModelDispatcher:
         raise RuntimeError(f"BentoML's dispatcher was already replaced by {current!r}")
     FreeModelDispatcher.max_queue_delay = max_queue_delay_ms / 1000.0
-    bentoml_app.CorkDispatcher = FreeModelDispatcher
+    bentoml_app.CorkDispatcher = FreeModelDispatcher if strategy == "free" else CorkDispatcher

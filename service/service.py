@@ -557,7 +557,7 @@ def build_service(
     bentoml_config: dict[str, Any] | None = None,
 ) -> bentoml.Service:
     """The whole service from one settings object; tests pass a fake engine factory."""
-    batching.install(settings.max_queue_delay_ms)
+    batching.install(settings.max_queue_delay_ms, settings.batching)
     texts_request = request_model(settings)
     explain_request = explain_request_model(settings)
     lifecycle = Lifecycle(settings.shutdown_grace_seconds)

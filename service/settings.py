@@ -85,6 +85,12 @@ class ServiceSettings(BaseSettings):
         "long when its batch would start is answered 503 `overloaded` instead (service/"
         "batching.py). A bound on queueing under overload, not a latency target.",
     )
+    batching: Literal["free", "bentoml"] = Field(
+        default="free",
+        description="When a batch starts. `free`: the moment the model is free (service/"
+        "batching.py). `bentoml`: BentoML's own dispatcher, which holds a lone request after a "
+        "burst (docs/service.md); kept to compare the two (docs/benchmarks.md).",
+    )
     max_queue_delay_ms: float = Field(
         default=0,
         ge=0,

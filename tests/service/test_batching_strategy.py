@@ -111,6 +111,8 @@ async def test_a_request_that_waited_past_max_latency_is_answered_503_and_others
 
 
 def test_the_dispatcher_is_replaced_only_on_the_bentoml_it_was_checked_against(monkeypatch):
+    batching.install(0, "bentoml")  # TEXTCLS_BATCHING=bentoml: BentoML's own, to compare
+    assert bentoml_app.CorkDispatcher is batching.CorkDispatcher
     batching.install(0)
     assert bentoml_app.CorkDispatcher is batching.FreeModelDispatcher
     monkeypatch.setattr(batching.bentoml, "__version__", "9.9.9")
