@@ -17,8 +17,8 @@ when it is absent). For each server:
 3. open loop (Locust headless, 32 users each paced by `constant_throughput`): offered rates at
    fractions of the server's own best closed-loop throughput, latency against load.
 
-Writes docs/reports/bench.json, docs/benchmarks-figures.md (the tables) and docs/benchmarks.png
-(the plot), and records every server's package versions.
+Writes docs/reports/bench.json, docs/benchmarks.png (the plot) and the tables between the
+`bench:begin`/`bench:end` markers of docs/benchmarks.md, with every server's package versions.
 
 Why these generators: wrk is a small C program whose own cost stays low on 2 shared cores, for the
 closed loop; it cannot pace requests. Locust's `constant_throughput` keeps each user at a fixed
@@ -86,9 +86,7 @@ class BenchConfig:
     texts: Path | None = None  # default: AG News dev, else the demo dev file
     max_texts: int = 1000
     envs: Path = ROOT / "build" / "bench-envs"
-    out_json: Path = ROOT / "docs" / "reports" / "bench.json"
-    out_markdown: Path = ROOT / "docs" / "benchmarks-figures.md"
-    out_plot: Path = ROOT / "docs" / "benchmarks.png"
+    output: Path = ROOT / "docs"  # reports/bench.json, benchmarks.png, the tables in benchmarks.md
     start_timeout: float = 600
 
 
@@ -152,6 +150,19 @@ class ProcessWatch:
             except psutil.NoSuchProcess:
                 pass
         return max(sizes, default=0)
+
+    def wait_idle(self, timeout: float = 120, busy: float = 0.1) -> float:
+        """Wait until the server uses under ``busy`` of a core over half a second: the requests a
+        closed-loop run left queued when wrk stopped are answered. Returns the seconds waited."""
+        started = time.monotonic()
+        last = self.cpu_seconds()
+        while time.monotonic() - started < timeout:
+            time.sleep(0.5)
+            now = self.cpu_seconds()
+            if now - last < busy * 0.5:
+                break
+            last = now
+        return time.monotonic() - started
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
@@ -310,6 +321,7 @@ def bench_server(peer: Peer, model: ModelFiles, texts: list[str], config: BenchC
             if 1 in levels and n == 1:
                 levels.append(1)  # the lone client again, right after the heavy runs
             for i, c in enumerate(levels):
+                server.watch.wait_idle()  # the previous level's queued requests answered first
                 row = closed_loop(server, bodies, script, c, config.duration, n)
                 row["after_burst"] = i == len(levels) - 1 and i > 0 and c == 1 and n == 1
                 report["closed_loop"].append(row)
@@ -324,6 +336,7 @@ def bench_server(peer: Peer, model: ModelFiles, texts: list[str], config: BenchC
             peak = max((r["requests_per_s"] for r in report["closed_loop"]
                         if r["texts_per_request"] == 1), default=0)
             for fraction in config.sweep_fractions:
+                server.watch.wait_idle()
                 row = open_loop(server, bodies, workdir, fraction * peak, config.sweep_duration,
                                 locust)
                 row["fraction"] = fraction
@@ -364,12 +377,29 @@ def run_bench(config: BenchConfig) -> dict:
             print(f"{name}: {PEERS[name].title}", flush=True)
             results["servers"][name] = bench_server(PEERS[name], model, texts, config,
                                                     Path(tmp), locust)
-    config.out_json.parent.mkdir(parents=True, exist_ok=True)
-    config.out_json.write_text(json.dumps(results, indent=2) + "\n")
-    config.out_markdown.write_text(markdown(results))
-    plot(results, config.out_plot)
-    print(f"wrote {config.out_json}, {config.out_markdown} and {config.out_plot}")
+    write_reports(results, config.output)
     return results
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_reports(results: dict, output: Path) -> None:
+    """bench.json, the plot, and the tables between the markers of benchmarks.md (the rest of
+    that file is prose and stays; a missing file or markers: the tables are appended)."""
+    (output / "reports").mkdir(parents=True, exist_ok=True)
+    (output / "reports" / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, output / "benchmarks.png")
+    doc = output / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    block = f"{BEGIN}\n{markdown(results)}{END}"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
+    print(f"wrote {output / 'reports' / 'bench.json'}, {output / 'benchmarks.png'} and the "
+          f"tables of {doc}")
 
 
 def markdown(results: dict) -> str:

@@ -544,11 +544,13 @@ def bench(
     sweep_duration: int = typer.Option(15, min=1, help="Seconds per open-loop rate."),
     texts: Optional[Path] = typer.Option(None, help="CSV with a `text` column. Default: "
                                          "../shared/data/topic/agnews_dev.csv, else the demo dev file."),
+    output: Path = typer.Option(Path("docs"), help="Where reports/bench.json, benchmarks.png and "
+                                "the tables of benchmarks.md go."),
 ) -> None:
     """Measure this service against the servers a user would pick instead (FastAPI + transformers,
     BentoML + transformers, MLServer, Triton via PyTriton), one at a time on this machine, same
-    model and texts; writes docs/reports/bench.json, docs/benchmarks-figures.md and
-    docs/benchmarks.png. Builds each server's virtual environment under build/bench-envs the
+    model and texts; writes docs/reports/bench.json, docs/benchmarks.png and the tables of
+    docs/benchmarks.md (--output moves them). Builds each server's virtual environment under build/bench-envs the
     first time (PyPI needed then). The defaults take about 25 minutes."""
     from bench.compare import BenchConfig, BenchError, run_bench
 
@@ -560,7 +562,7 @@ def bench(
                              concurrency=numbers(concurrency, int),
                              texts_per_request=numbers(texts_per_request, int),
                              duration=duration, sweep_fractions=numbers(sweep, float),
-                             sweep_duration=sweep_duration, texts=texts)
+                             sweep_duration=sweep_duration, texts=texts, output=output)
         run_bench(config)
     except (BenchError, ValueError) as exc:
         _fail(exc)
