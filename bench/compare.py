@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ import psutil
 
 from bench.http_load import LUA as WRK_LUA
 from bench.peers import PEERS, ModelFiles, Peer, free_port
+from bench.serving import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS_DEV = ROOT.parent / "shared" / "data" / "topic" / "agnews_dev.csv"
@@ -204,16 +204,6 @@ def start(peer: Peer, python: Path, model: ModelFiles, config: BenchConfig,
             pass
         time.sleep(0.2)
     return Running(peer, url, proc, log, ProcessWatch(proc.pid), time.monotonic() - started)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def wrk(server: Running, bodies: Path, script: Path, connections: int, duration: int) -> dict:

@@ -113,12 +113,12 @@ def peak_gflops(precision: str, n: int, threads: int) -> float:
     from onnx import TensorProto, helper
 
     if precision == "int8":
-        a_type, b_type, op = TensorProto.UINT8, TensorProto.INT8, "MatMulInteger"
+        a_type, op = TensorProto.UINT8, "MatMulInteger"
         a = np.random.randint(0, 255, (n, n), dtype=np.uint8)
         b = np.random.randint(-127, 127, (n, n), dtype=np.int8)
         out_type = TensorProto.INT32
     else:
-        a_type = b_type = out_type = TensorProto.FLOAT
+        a_type = out_type = TensorProto.FLOAT
         op = "MatMul"
         a = np.random.rand(n, n).astype(np.float32)
         b = np.random.rand(n, n).astype(np.float32)

@@ -78,7 +78,10 @@ class FreeModelDispatcher(CorkDispatcher):
     async def _hold(self) -> None:
         """Wait until the oldest request has waited max_queue_delay or a full batch is queued."""
         deadline = self._queue[0].enqueue_time + self.max_queue_delay
-        full = lambda: self._queued_texts() >= self.max_batch_size  # noqa: E731
+
+        def full() -> bool:
+            return self._queued_texts() >= self.max_batch_size
+
         remaining = deadline - time.time()
         if remaining <= 0 or full():
             return

@@ -13,7 +13,11 @@ import time
 import pytest
 from _bentoml_impl.server import app as bentoml_app
 from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
-    TEST_BENTOML_CONFIG, FakeEngines, fake_settings, serving, anyio_backend,
+    TEST_BENTOML_CONFIG,
+    FakeEngines,
+    anyio_backend,
+    fake_settings,
+    serving,
 )
 
 from service import batching
