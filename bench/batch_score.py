@@ -38,6 +38,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from core.system import DEFAULT_BATCH_TOKENS
+
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS_DEV = ROOT.parent / "shared" / "data" / "topic" / "agnews_dev.csv"
 BENTOML = Path(sys.executable).with_name("bentoml")
@@ -137,12 +139,15 @@ def server_stats(url: str) -> dict[str, float]:
     return stats
 
 
-def inprocess_padding(chunk_size: int, sub_batch: int = 8) -> float:
-    """Padded over real tokens when the engine sorts each chunk of AG News dev by length and pads
-    per sub-batch, as `textcls score` in process does (the service does the same per batch)."""
+def inprocess_padding(chunk_size: int, budget: int = DEFAULT_BATCH_TOKENS) -> float:
+    """Padded over real tokens when the engine sorts each chunk of AG News dev by length and cuts
+    it into calls under the token budget, as `textcls score` in process does (the service does
+    the same per batch)."""
+    import numpy as np
     from tokenizers import Tokenizer
 
     from service.bundle import resolve_bundle
+    from service.engine import token_batches
 
     bundle = resolve_bundle("topic")
     tokenizer = Tokenizer.from_file(str(bundle.path / "tokenizer.json"))
@@ -151,10 +156,9 @@ def inprocess_padding(chunk_size: int, sub_batch: int = 8) -> float:
         texts = [row["text"] for row in csv.DictReader(f)]
     real = padded = 0
     for start in range(0, len(texts), chunk_size):
-        lengths = sorted(len(e.ids) for e in tokenizer.encode_batch(texts[start: start + chunk_size]))
-        real += sum(lengths)
-        padded += sum(max(lengths[i: i + sub_batch]) * len(lengths[i: i + sub_batch])
-                      for i in range(0, len(lengths), sub_batch))
+        lengths = np.sort([len(e.ids) for e in tokenizer.encode_batch(texts[start: start + chunk_size])])
+        real += int(lengths.sum())
+        padded += sum(int(lengths[s].max()) * len(lengths[s]) for s in token_batches(lengths, budget))
     return round(padded / real, 2)
 
 
