@@ -54,8 +54,6 @@ class FreeModelDispatcher(CorkDispatcher):
         super().__init__(*args, **kwargs)
         self._idle = asyncio.Event()
         self._idle.set()
-        self.batches = 0  # for tests and logs: how many batches went out
-        self.shed = 0
 
     async def controller(self) -> None:
         while True:
@@ -100,7 +98,6 @@ class FreeModelDispatcher(CorkDispatcher):
         while self._queue and now - self._queue[0].enqueue_time >= self.max_latency:
             job: Job = self._queue.popleft()
             job.future.cancel()
-            self.shed += 1
 
     async def outbound_call(self, inputs_info: tuple[Job, ...], training: bool = False) -> None:
         """BentoML's outbound_call, except that the next batch starts before this one's answers
@@ -137,7 +134,6 @@ class FreeModelDispatcher(CorkDispatcher):
             return
         self._idle.clear()
         self._sema.acquire()
-        self.batches += 1
         self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
 
 

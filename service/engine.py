@@ -170,8 +170,8 @@ class Engine:
         logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         padded = 0
         t1 = time.perf_counter()
-        for idx in token_batches(lengths[order], self.batch_tokens):
-            idx = order[idx]
+        for run in token_batches(lengths[order], self.batch_tokens):
+            idx = order[run]
             feed = self.feed([encodings[i] for i in idx], int(lengths[idx].max()))
             padded += feed["input_ids"].size
             logits[idx] = self.session.run(None, feed)[0]

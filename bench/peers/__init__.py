@@ -185,14 +185,9 @@ class Peer:
 
 
 @dataclass(frozen=True)
-class NaivePeer(Peer):
-    """FastAPI + uvicorn + transformers pipeline on PyTorch, one forward per request, plain `def`
-    handler (FastAPI runs it in its thread pool): what a user writes first."""
-
-    def command(self, python, port, model, workdir):
-        # uvicorn's defaults otherwise: one process, access log on, no --workers
-        return [str(python), "-m", "uvicorn", "server:app", "--app-dir", str(HERE / self.name),
-                "--host", "127.0.0.1", "--port", str(port)]
+class PyTorchPeer(Peer):
+    """A server of the transformers pipeline on the PyTorch checkpoint (its server code reads
+    the PEER_* variables)."""
 
     def env(self, model):
         return {**COMMON_ENV, "PEER_CHECKPOINT": str(model.checkpoint),
@@ -204,20 +199,23 @@ class NaivePeer(Peer):
 
 
 @dataclass(frozen=True)
-class BentoMLPipelinePeer(Peer):
+class NaivePeer(PyTorchPeer):
+    """FastAPI + uvicorn + transformers pipeline on PyTorch, one forward per request, plain `def`
+    handler (FastAPI runs it in its thread pool): what a user writes first."""
+
+    def command(self, python, port, model, workdir):
+        # uvicorn's defaults otherwise: one process, access log on, no --workers
+        return [str(python), "-m", "uvicorn", "server:app", "--app-dir", str(HERE / self.name),
+                "--host", "127.0.0.1", "--port", str(port)]
+
+
+@dataclass(frozen=True)
+class BentoMLPipelinePeer(PyTorchPeer):
     """BentoML service with the transformers pipeline on PyTorch and BentoML's adaptive batcher."""
 
     def command(self, python, port, model, workdir):
         return [str(python), "-m", "bentoml", "serve", "service:PipelineClassifier",
                 "--working-dir", str(HERE / self.name), "--host", "127.0.0.1", "--port", str(port)]
-
-    def env(self, model):
-        return {**COMMON_ENV, "PEER_CHECKPOINT": str(model.checkpoint),
-                "PEER_MAX_LENGTH": str(model.max_length), "PEER_THREADS": str(THREADS)}
-
-    @property
-    def model_file(self):
-        return "PyTorch fp32 (model.safetensors)"
 
 
 # MLServer's server settings (settings.json); its defaults otherwise: parallel_workers 1 (the
