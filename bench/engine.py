@@ -53,13 +53,14 @@ def flops_per_token(config: dict, seq: int) -> float:
 
 
 def prepare(engine: Engine, texts: list[str], rule: str) -> tuple[list, list, np.ndarray]:
-    """The ONNX Runtime calls the rule makes of these texts: index lists and their feeds."""
-    encodings = engine.tokenizer.encode_batch(texts)
-    lengths = np.array([len(e.ids) for e in encodings])
+    """The ONNX Runtime calls the rule makes of these texts (the model inputs the engine's
+    long-text rule makes of them): index lists and their feeds."""
+    rows = engine.read(engine.tokenizer.encode_batch(texts))[0]
+    lengths = np.array([len(r) for r in rows])
     size = 1 if rule == "batch 1" else BATCH
     calls: list[np.ndarray] = []
-    for start in range(0, len(texts), size):
-        idx = np.arange(start, min(start + size, len(texts)))
+    for start in range(0, len(rows), size):
+        idx = np.arange(start, min(start + size, len(rows)))
         order = idx[np.argsort(lengths[idx], kind="stable")]
         if rule == "batch 1":
             calls.append(order)
@@ -67,7 +68,7 @@ def prepare(engine: Engine, texts: list[str], rule: str) -> tuple[list, list, np
             calls += [order[k:k + 8] for k in range(0, len(order), 8)]
         else:
             calls += [order[s] for s in token_batches(lengths[order], int(rule.split()[1]))]
-    feeds = [engine.feed([encodings[i] for i in call], int(lengths[call].max())) for call in calls]
+    feeds = [engine.feed([rows[i] for i in call], int(lengths[call].max())) for call in calls]
     return calls, feeds, lengths
 
 
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not texts:
             print(f"skipping {name}: its file is absent")
             continue
-        lengths = [len(e.ids) for e in engine.tokenizer.encode_batch(texts)]
+        lengths = [len(r) for r in engine.read(engine.tokenizer.encode_batch(texts))[0]]
         rows = run_rules(engine, texts, rules, args.seconds, config, args.rounds)
         report["loads"][name] = {"texts": len(texts), "mean_tokens": round(float(np.mean(lengths)), 1),
                                  "rows": rows}

@@ -24,14 +24,16 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from core.errors import BoundError, UserError
+from core.long_texts import LongTextRule
 from core.system import available_cores
 from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files
 from service.engine import CPU, Engine
@@ -72,6 +74,11 @@ class ExportConfig(BaseModel):
     text_column: str = "text"
     label_column: str = "label"
     max_length: int | None = Field(None, ge=8, description="default: the length the model was trained with")
+    long_texts: Literal["truncate", "head_tail", "chunk"] | None = Field(
+        None, description="what the served model reads of a text over max_length tokens; default: "
+        "the rule the checkpoint was trained with (core/long_texts.py)")
+    max_windows: int | None = Field(None, ge=1, description="chunk: windows per text at most; "
+                                    "default: the training run's")
     variants: list[str] = Field(default_factory=lambda: list(ALL_VARIANTS))
     samples: int = Field(64, ge=4, description="sample texts for the parity check")
     max_accuracy_drop: float = Field(0.5, ge=0, description="points of accuracy a variant may lose "
@@ -96,6 +103,7 @@ def export(config: ExportConfig, progress=None) -> dict:
     labels = [hf_config["id2label"][str(i)] for i in range(len(hf_config["id2label"]))]
     train_info = _read_json(ckpt / "textcls_train.json") or {}
     max_length = config.max_length or train_info.get("config", {}).get("max_length") or 128
+    rule = export_long_texts(ckpt, config)
     unknown = sorted(set(config.variants) - set(ALL_VARIANTS))
     if unknown:
         raise UserError(f"unknown variant(s) {unknown}; choose from {list(ALL_VARIANTS)}.")
@@ -144,6 +152,7 @@ def export(config: ExportConfig, progress=None) -> dict:
         "labels": labels,
         "max_length": int(max_length),
         "pad_token_id": _pad_token_id(out, hf_config),
+        "long_texts": rule.to_dict(),
         "model_type": hf_config.get("model_type"),
         "source": {"checkpoint": str(ckpt.resolve()), "sha256": _hash_dir(ckpt),
                    "base_model": train_info.get("base_model")},
@@ -162,7 +171,7 @@ def export(config: ExportConfig, progress=None) -> dict:
     step(f"checking {len(variants)} variants against PyTorch on {len(samples)} sample texts"
          + (f" and {len(eval_data)} labelled texts" if eval_data is not None else ""))
     t0 = time.perf_counter()
-    reference = _pytorch_reference(ckpt, samples, eval_data, max_length)
+    reference = _pytorch_reference(ckpt, samples, eval_data, max_length, rule)
     manifest["pytorch"] = {"accuracy": reference.accuracy}
     if eval_data is not None:
         manifest["eval"] = {"source": eval_data.source, "n": len(eval_data)}
@@ -361,29 +370,31 @@ class Reference:
     accuracy: float | None = None
 
 
-def _pytorch_reference(ckpt: Path, samples, eval_data, max_length: int) -> Reference:
+def _pytorch_reference(ckpt: Path, samples, eval_data, max_length: int, rule: LongTextRule) -> Reference:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from train.finetune import torch_scorer
 
     torch.set_num_threads(available_cores())
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
+    scorer, labels = torch_scorer(ckpt, max_length, rule, logits=True)
 
     def logits(texts):
-        rows = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), 32):
-                enc = tokenizer(texts[i : i + 32], padding=True, truncation=True,
-                                max_length=max_length, return_tensors="pt")
-                rows.append(model(**enc).logits.float().numpy())
-        return np.concatenate(rows)
+        return np.concatenate([scorer(texts[i : i + 32]) for i in range(0, len(texts), 32)])
 
     reference = Reference(sample_logits=logits(samples))
     if eval_data is not None:
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         reference.predicted = [labels[i] for i in logits(eval_data.texts).argmax(axis=1)]
         reference.accuracy = float(np.mean([p == t for p, t in zip(reference.predicted, eval_data.labels)]))
     return reference
+
+
+def export_long_texts(ckpt: Path, config: ExportConfig) -> LongTextRule:
+    """The long-text rule the bundle records: the training run's, or the one the export names."""
+    from train.finetune import trained_long_texts
+
+    trained = trained_long_texts(ckpt)
+    return replace(trained, rule=config.long_texts or trained.rule,
+                   max_windows=config.max_windows or trained.max_windows)
 
 
 def _check_variant(bundle, variant: str, samples: list[str], reference: Reference, eval_data,

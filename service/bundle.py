@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.long_texts import LongTextRule
+
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 FORMAT_VERSION = 1
@@ -68,6 +70,24 @@ class Bundle:
     @property
     def max_length(self) -> int:
         return int(self.manifest["max_length"])
+
+    @property
+    def long_texts(self) -> LongTextRule:
+        """What the model reads of texts over max_length tokens (truncate for older bundles)."""
+        try:
+            return LongTextRule.from_dict(self.manifest.get("long_texts"))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{self.path / MANIFEST} has an invalid long_texts entry: {exc}; "
+                              "re-export the bundle.") from exc
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the export fitted on the dev file (1.0: not calibrated)."""
+        value = (self.manifest.get("calibration") or {}).get("temperature", 1.0)
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise BundleError(f"{self.path / MANIFEST} has calibration temperature {value!r}; "
+                              "it must be a positive number. Re-export the bundle.")
+        return float(value)
 
     @property
     def pad_token_id(self) -> int:

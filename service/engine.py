@@ -1,7 +1,9 @@
 """The inference engine: texts in, predictions out. Knows nothing of HTTP.
 
-preprocess (tokenize, sort by length, cut into sub-batches under a token budget) -> predict (ONNX
-Runtime) -> postprocess (softmax, map logits to labels). Padding waste is the biggest cost on
+preprocess (tokenize, cut texts longer than the model's max_length by the bundle's long-text rule,
+sort by length, cut into sub-batches under a token budget) -> predict (ONNX Runtime; the logits of a
+text read as several windows are averaged) -> postprocess (the bundle's temperature, softmax, map
+logits to labels). Padding waste is the biggest cost on
 CPU, so texts are sorted by token count and each ONNX Runtime call takes as many of them as fit
 in ``batch_tokens`` padded tokens (text-embeddings-inference's ``max-batch-tokens``): many short
 texts per call, few long ones, never more padding than the longest text of a call needs. Answers
@@ -20,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from core.long_texts import LongTextRule
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
 from service.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
 
@@ -46,8 +49,9 @@ class BatchResult:
     inference_seconds: float = 0.0
     tokens: int = 0  # real tokens, special tokens included, padding excluded
     padded_tokens: int = 0  # what the model was fed, padding included
-    truncated: list[bool] = field(default_factory=list)
-    logits: np.ndarray | None = None
+    truncated: list[bool] = field(default_factory=list)  # some of the text's tokens were not read
+    windows: list[int] = field(default_factory=list)  # model inputs per text (chunk: up to max_windows)
+    logits: np.ndarray | None = None  # one row per text (windows averaged), before the temperature
 
 
 def token_batches(sorted_lengths: np.ndarray, budget: int) -> list[slice]:
@@ -90,10 +94,14 @@ class Engine:
         threads: int | None = None,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         allow_failed: bool = False,
+        long_texts: LongTextRule | None = None,
+        calibrated: bool = True,
     ) -> None:
         """``variant`` None: the bundle's GPU variant on CUDA (its CPU variant when it has none),
         else its CPU variant. A variant the export marked failed is refused unless
-        ``allow_failed`` (the export's own checks, or `textcls evaluate --variant` on purpose)."""
+        ``allow_failed`` (the export's own checks, or `textcls evaluate --variant` on purpose).
+        ``long_texts`` None: the rule the bundle's manifest records. ``calibrated``: scores are
+        softmax(logits / the manifest's temperature); False: softmax(logits)."""
         if batch_tokens < 1:
             raise ValueError("batch_tokens must be at least 1")
         self.bundle = bundle
@@ -122,9 +130,13 @@ class Engine:
         self.batch_tokens = batch_tokens
         self.threads = threads or available_cores()
 
+        self.long_texts = long_texts or bundle.long_texts
+        self.temperature = bundle.temperature if calibrated else 1.0
+
+        # no truncation here: the long-text rule decides what the model reads
         self.tokenizer = Tokenizer.from_file(str(bundle.path / TOKENIZER))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(bundle.max_length)
+        self.tokenizer.no_truncation()
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -138,8 +150,9 @@ class Engine:
         self.provider = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         log.info(
-            "engine for %s: variant=%s provider=%s threads=%d version=%s",
-            self.task, self.variant, self.provider, self.threads, self.version,
+            "engine for %s: variant=%s provider=%s threads=%d version=%s long_texts=%s "
+            "temperature=%.3f", self.task, self.variant, self.provider, self.threads,
+            self.version, self.long_texts.rule, self.temperature,
         )
 
     @classmethod
@@ -163,19 +176,26 @@ class Engine:
             return BatchResult(predictions=[], logits=np.zeros((0, len(self.labels)), np.float32))
         t0 = time.perf_counter()
         encodings = self.tokenizer.encode_batch(list(texts))
+        rows, owners, truncated, windows = self.read(encodings)
         tokenize_seconds = time.perf_counter() - t0
 
-        lengths = np.array([len(e.ids) for e in encodings])
+        lengths = np.array([len(r) for r in rows])
         order = np.argsort(lengths, kind="stable")
-        logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        row_logits = np.empty((len(rows), len(self.labels)), dtype=np.float32)
         padded = 0
         t1 = time.perf_counter()
         for run in token_batches(lengths[order], self.batch_tokens):
             idx = order[run]
-            feed = self.feed([encodings[i] for i in idx], int(lengths[idx].max()))
+            feed = self.feed([rows[i] for i in idx], int(lengths[idx].max()))
             padded += feed["input_ids"].size
-            logits[idx] = self.session.run(None, feed)[0]
+            row_logits[idx] = self.session.run(None, feed)[0]
         inference_seconds = time.perf_counter() - t1
+        if len(rows) == len(texts):
+            logits = row_logits
+        else:  # a text read as several windows: the mean of their logits
+            logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+            np.add.at(logits, owners, row_logits)
+            logits /= np.asarray(windows, dtype=np.float32)[:, None]
 
         return BatchResult(
             predictions=self.postprocess(logits),
@@ -183,9 +203,31 @@ class Engine:
             inference_seconds=inference_seconds,
             tokens=int(lengths.sum()),
             padded_tokens=padded,
-            truncated=[bool(e.overflowing) for e in encodings],
+            truncated=truncated,
+            windows=windows,
             logits=logits,
         )
+
+    def read(self, encodings) -> tuple[list[list[int]], np.ndarray, list[bool], list[int]]:
+        """The model inputs of tokenized texts by the long-text rule: the token ids of every
+        window, the text each belongs to, whether a text lost tokens, windows per text."""
+        rows: list[list[int]] = []
+        owners: list[int] = []
+        truncated: list[bool] = []
+        windows: list[int] = []
+        max_length = self.bundle.max_length
+        for i, enc in enumerate(encodings):
+            ids = enc.ids
+            if len(ids) <= max_length:
+                parts, cut = [ids], False
+            else:
+                positions, cut = self.long_texts.windows(enc.special_tokens_mask, max_length)
+                parts = [[ids[p] for p in window] for window in positions]
+            rows.extend(parts)
+            owners.extend([i] * len(parts))
+            truncated.append(cut)
+            windows.append(len(parts))
+        return rows, np.asarray(owners), truncated, windows
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         return self.run(texts).predictions
@@ -198,20 +240,22 @@ class Engine:
         longest = max(1, self.batch_tokens // self.bundle.max_length)
         self.run(["warm-up " * self.bundle.max_length] * longest + ["ok"] * 8)
 
-    def feed(self, encodings, width: int) -> dict[str, np.ndarray]:
-        n = len(encodings)
+    def feed(self, rows: list[list[int]], width: int) -> dict[str, np.ndarray]:
+        """Token-id rows padded to ``width``, as the graph's inputs."""
+        n = len(rows)
         ids = np.full((n, width), self.bundle.pad_token_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
+        for row, tokens in enumerate(rows):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
         return feed
 
     def postprocess(self, logits: np.ndarray) -> list[Prediction]:
-        shifted = logits - logits.max(axis=1, keepdims=True)
+        scaled = logits / self.temperature
+        shifted = scaled - scaled.max(axis=1, keepdims=True)
         probs = np.exp(shifted)
         probs /= probs.sum(axis=1, keepdims=True)
         labels = self.labels

@@ -9,8 +9,12 @@ attention probabilities of every layer, shape (batch, layers, heads, sequence, s
   position, where BERT's [CLS] and RoBERTa's <s> feed the classifier. Special tokens get weight 0
   and the rest is normalised to sum to 1.
 
-The prediction comes from the same forward pass, through the engine's tokenizer, feed and
-postprocess, so an explanation's label is the one this graph gives for the text.
+The prediction comes from the same forward pass, through the engine's tokenizer, long-text rule,
+feed and postprocess, so an explanation's label is the one this graph gives for the text. A text
+the rule reads as several windows (``chunk``) is explained window by window: the logits are
+averaged as the engine averages them, a token read in two overlapping windows gets the mean of its
+weights, and the attention matrix covers every token read (zero between tokens no window holds
+together; rows re-normalised).
 
 Only tokenizers, numpy and onnxruntime are imported: the serving path never loads torch.
 """
@@ -54,7 +58,7 @@ class Explanation:
     head: int | None  # None: the mean of the layer's heads
     attention: np.ndarray  # (tokens, tokens): row = query token, column = key token; rows sum to 1
     weights: np.ndarray  # (tokens,): attention rollout from the first position
-    truncated: bool  # the text was cut at the bundle's max_length; tokens cover the kept part only
+    truncated: bool  # the long-text rule left tokens unread; `tokens` are the ones the model read
     method: str = METHOD
 
     def top_tokens(self, k: int = 5) -> list[TokenWeight]:
@@ -117,8 +121,7 @@ class Explainer:
                               f"['logits', {ATTENTIONS!r}]; re-export the bundle.")
         # The graph leaves the heads axis symbolic (it comes out of a reshape), so the model is
         # asked once; this also warms the session up.
-        encoding = self.engine.tokenizer.encode("warm-up")
-        shape = self._run(encoding)[1].shape
+        shape = self._run(self.engine.tokenizer.encode("warm-up").ids)[1].shape
         if len(shape) != 5:
             raise BundleError(f"the {EXPLAIN} variant of {bundle.path} gives {ATTENTIONS} of shape "
                               f"{shape}, not (batch, layers, heads, sequence, sequence); re-export it.")
@@ -139,30 +142,52 @@ class Explainer:
         head_index = None if head is None else self._index(head, self.heads, "head")
 
         encoding = self.engine.tokenizer.encode(text)
-        special = [bool(s) for s in encoding.special_tokens_mask]
-        if all(special):
+        if all(encoding.special_tokens_mask):
             raise ExplainError("the text has no tokens once normalised (only special tokens remain).")
-        logits, attentions = self._run(encoding)
-        prediction = self.engine.postprocess(logits)[0]
-        attentions = attentions[0]  # (layers, heads, seq, seq)
-
-        chosen = attentions[layer_index]
-        matrix = chosen.mean(axis=0) if head_index is None else chosen[head_index]
-        weights = attention_rollout(attentions)[0]
-        weights[np.array(special)] = 0.0
+        # what the served model reads of the text, by the bundle's long-text rule: one window, or
+        # for `chunk` several, whose logits are averaged as the engine does
+        n, max_length = len(encoding.ids), self.bundle.max_length
+        if n <= max_length:
+            windows, truncated = [list(range(n))], False
+        else:
+            windows, truncated = self.engine.long_texts.windows(encoding.special_tokens_mask, max_length)
+        kept = sorted({p for window in windows for p in window})  # positions read, in text order
+        column = {p: k for k, p in enumerate(kept)}
+        matrix = np.zeros((len(kept), len(kept)), dtype=np.float64)
+        pairs = np.zeros_like(matrix)
+        weights = np.zeros(len(kept), dtype=np.float64)
+        reads = np.zeros_like(weights)
+        logits = np.zeros((1, len(self.labels)), dtype=np.float64)
+        special = np.array([bool(encoding.special_tokens_mask[p]) for p in kept])
+        for window in windows:
+            window_logits, attentions = self._run([encoding.ids[p] for p in window])
+            logits += window_logits
+            attentions = attentions[0]  # (layers, heads, seq, seq)
+            chosen = attentions[layer_index]
+            idx = np.array([column[p] for p in window])
+            matrix[np.ix_(idx, idx)] += chosen.mean(axis=0) if head_index is None else chosen[head_index]
+            pairs[np.ix_(idx, idx)] += 1
+            rollout = attention_rollout(attentions)[0]
+            rollout[special[idx]] = 0.0
+            weights[idx] += rollout / rollout.sum()
+            reads[idx] += 1
+        prediction = self.engine.postprocess((logits / len(windows)).astype(np.float32))[0]
+        matrix = np.divide(matrix, pairs, out=np.zeros_like(matrix), where=pairs > 0)
+        matrix /= matrix.sum(axis=1, keepdims=True)  # rows sum to 1 across windows too
+        weights /= reads
         weights /= weights.sum()
 
-        offsets = [tuple(o) for o in encoding.offsets]
-        tokens = [tok if s else text[a:b] for tok, s, (a, b) in zip(encoding.tokens, special, offsets)]
+        offsets = [tuple(encoding.offsets[p]) for p in kept]
+        tokens = [encoding.tokens[p] if s else text[a:b] for p, s, (a, b) in zip(kept, special, offsets)]
         return Explanation(
-            text=text, tokens=tokens, special=special, offsets=offsets,
+            text=text, tokens=tokens, special=special.tolist(), offsets=offsets,
             label=prediction.label, score=prediction.score, scores=prediction.scores,
-            layer=layer_index, head=head_index, attention=np.asarray(matrix, dtype=np.float32),
-            weights=weights.astype(np.float32), truncated=bool(encoding.overflowing),
+            layer=layer_index, head=head_index, attention=matrix.astype(np.float32),
+            weights=weights.astype(np.float32), truncated=truncated,
         )
 
-    def _run(self, encoding) -> tuple[np.ndarray, np.ndarray]:
-        feed = self.engine.feed([encoding], len(encoding.ids))
+    def _run(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        feed = self.engine.feed([ids], len(ids))
         logits, attentions = self.engine.session.run(["logits", ATTENTIONS], feed)
         return logits, attentions
 

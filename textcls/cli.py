@@ -59,6 +59,12 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class LongTexts(str, Enum):
+    truncate = "truncate"
+    head_tail = "head_tail"
+    chunk = "chunk"
+
+
 @app.command()
 def train(
     task: str = typer.Option(..., help="Task name, e.g. sentiment or topic; the export stores the model under it."),
@@ -74,7 +80,17 @@ def train(
     output: Optional[Path] = typer.Option(None, help="Checkpoint directory. Default: checkpoints/<task>."),
     text_column: str = TEXT_COLUMN,
     label_column: str = LABEL_COLUMN,
-    max_length: int = typer.Option(128, help="Tokens per text; longer texts are cut."),
+    max_length: int = typer.Option(128, help="Tokens per model input; longer texts are read by --long-texts."),
+    long_texts: LongTexts = typer.Option(LongTexts.truncate, help="What the model reads of a text over "
+                                         "--max-length tokens: truncate (its start), head_tail (--head-tokens "
+                                         "from the start, the rest from the end) or chunk (overlapping windows "
+                                         "over the whole text, at most --max-windows, each a training example "
+                                         "with the text's label; their logits averaged at prediction). The "
+                                         "export records it in the bundle and the service applies it."),
+    max_windows: int = typer.Option(4, min=1, help="chunk: windows per text at most (spread over the "
+                                    "text when it needs more)."),
+    window_overlap: int = typer.Option(32, min=0, help="chunk: tokens two neighbouring windows share."),
+    head_tokens: int = typer.Option(32, min=0, help="head_tail: tokens kept from the start of a long text."),
     epochs: float = typer.Option(3.0, help="Passes over the training data."),
     learning_rate: float = typer.Option(5e-5, help="Peak learning rate (linear warm-up and decay)."),
     batch_size: int = typer.Option(16, help="Texts per training step."),
@@ -101,7 +117,8 @@ def train(
             task=task, data=data or [], eval_data=eval_data, output=output, base_model=base_model,
             text_column=text_column, label_column=label_column, max_length=max_length,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, limit=limit,
-            precision=precision.value, layer_decay=layer_decay,
+            precision=precision.value, layer_decay=layer_decay, long_texts=long_texts.value,
+            max_windows=max_windows, window_overlap=window_overlap, head_tokens=head_tokens,
         ))
     except _config_errors() as exc:
         _fail(exc)
@@ -124,6 +141,11 @@ def export(
     variants: str = typer.Option("fp32,int8,optimized,fp16,explain", help="Comma-separated variants to build; "
                                  "fp32 is always built (the others derive from it)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per text. Default: the training length."),
+    long_texts: Optional[LongTexts] = typer.Option(None, help="What the served model reads of a text over "
+                                                   "max_length tokens (truncate, head_tail, chunk); recorded "
+                                                   "in the bundle. Default: the rule it was trained with."),
+    max_windows: Optional[int] = typer.Option(None, min=1, help="chunk: windows per text at most. "
+                                              "Default: the training run's."),
     max_accuracy_drop: float = typer.Option(0.5, help="Accuracy points a variant may lose against PyTorch "
                                             "on --eval-data. A variant that loses more fails only when "
                                             "the loss is also significant (--significance)."),
@@ -148,6 +170,7 @@ def export(
             ExportConfig(checkpoint=checkpoint, task=task, output=output, eval_data=eval_data,
                          variants=[v.strip() for v in variants.split(",") if v.strip()],
                          max_length=max_length, max_accuracy_drop=max_accuracy_drop,
+                         long_texts=long_texts.value if long_texts else None, max_windows=max_windows,
                          significance=significance, samples=samples, text_column=text_column,
                          label_column=label_column, strict=strict, save=save),
             progress=_progress,

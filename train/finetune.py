@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core.errors import UserError
+from core.long_texts import LongTextRule
 from core.tasks import label_order
 from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
 from train.report import EVAL_BATCH_SIZE, evaluate, write_report
@@ -53,7 +54,14 @@ class TrainConfig(BaseModel):
     base_model: str | None = Field(None, description="hub id or directory; default: offline MiniLM")
     text_column: str = "text"
     label_column: str = "label"
-    max_length: int = Field(128, ge=8, le=4096, description="tokens per text; longer texts are cut")
+    max_length: int = Field(128, ge=8, le=4096, description="tokens per model input; longer texts "
+                            "are read by the long-text rule")
+    long_texts: Literal["truncate", "head_tail", "chunk"] = Field(
+        "truncate", description="what the model reads of a text over max_length tokens "
+        "(core/long_texts.py); the export records it in the bundle and the engine applies it")
+    max_windows: int = Field(4, ge=1, description="chunk: windows per text at most")
+    window_overlap: int = Field(32, ge=0, description="chunk: tokens two neighbouring windows share")
+    head_tokens: int = Field(32, ge=0, description="head_tail: tokens kept from the start")
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(16, ge=1)
@@ -70,6 +78,11 @@ class TrainConfig(BaseModel):
         "stay fp32; faster where the hardware has bf16 units, but oneDNN's bf16 kernels do not "
         "repeat bit for bit); auto: bf16 where the hardware computes it natively (CUDA with bf16, "
         "or a CPU with AVX512-BF16/AMX), else fp32")
+
+
+    def long_text_rule(self) -> LongTextRule:
+        return LongTextRule(rule=self.long_texts, max_windows=self.max_windows,
+                            overlap=self.window_overlap, head=self.head_tokens)
 
 
 def _cpu_flags() -> set[str]:
@@ -170,8 +183,9 @@ def train(config: TrainConfig) -> dict:
             f"id that could be fetched ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from exc
 
-    train_ds = encode_dataset(tokenizer, data, label2id, config.max_length)
-    eval_ds = encode_dataset(tokenizer, eval_data, label2id, config.max_length)
+    rule = config.long_text_rule()
+    train_ds = encode_dataset(tokenizer, data, label2id, config.max_length, rule)
+    eval_ds = encode_dataset(tokenizer, eval_data, label2id, config.max_length, rule)
     out = Path(config.output)
     args = training_arguments(config, precision, out / "trainer-work")
 
@@ -206,13 +220,14 @@ def train(config: TrainConfig) -> dict:
 
     # The report measures the saved checkpoint, reloaded in fp32 (what the export starts from), in
     # the file's order; not the Trainer's in-memory model, which may still run under bf16 autocast.
-    predict, _ = torch_predictor(out, config.max_length)
+    predict, _ = torch_predictor(out, config.max_length, rule)
     evaluation = evaluate(eval_data.labels, predict_in_chunks(predict, eval_data.texts), labels)
     info = {
         "config": json.loads(config.model_dump_json()),
         "base_model": base,
         "labels": labels,
         "train_rows": len(data),
+        "train_inputs": len(train_ds),  # chunk: one per window
         "eval_rows": len(eval_data),
         "data_sha256": {d: _hash_file(d) for d in config.data},
         "eval_data_sha256": _hash_file(config.eval_data) if config.eval_data else None,
@@ -231,13 +246,38 @@ def train(config: TrainConfig) -> dict:
     return info
 
 
-def encode_dataset(tokenizer, data: LabelledData, label2id: dict[str, int], max_length: int):
-    """A datasets.Dataset of token ids and label ids; texts cut at max_length tokens."""
+def encode_dataset(tokenizer, data: LabelledData, label2id: dict[str, int], max_length: int,
+                   rule: LongTextRule | None = None):
+    """A datasets.Dataset of token ids and label ids; a text over max_length tokens becomes what
+    the long-text rule reads of it (chunk: one input per window, each with the text's label)."""
     from datasets import Dataset
 
+    rule = rule or LongTextRule()
     ds = Dataset.from_dict({"text": data.texts, "label": [label2id[x] for x in data.labels]})
-    return ds.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-                  batched=True, remove_columns=["text"])
+    return ds.map(lambda batch: _rule_inputs(tokenizer, batch["text"], max_length, rule, batch["label"]),
+                  batched=True, remove_columns=["text", "label"])
+
+
+def _rule_inputs(tokenizer, texts: list[str], max_length: int, rule: LongTextRule,
+                 labels: list[int] | None = None) -> dict[str, list]:
+    """Token ids of the windows the rule reads of each text, with ``owner`` (the text's index in
+    ``texts``) and, given ``labels``, each window's label."""
+    enc = tokenizer(texts, truncation=False, return_special_tokens_mask=True, verbose=False)
+    out: dict[str, list] = {"input_ids": [], "owner": []}
+    if labels is not None:
+        out["label"] = []
+    for i, ids in enumerate(enc["input_ids"]):
+        if len(ids) <= max_length:
+            windows = [range(len(ids))]
+        else:
+            windows, _ = rule.windows(enc["special_tokens_mask"][i], max_length)
+        for window in windows:
+            out["input_ids"].append([ids[p] for p in window])
+            out["owner"].append(i)
+            if labels is not None:
+                out["label"].append(labels[i])
+    out["attention_mask"] = [[1] * len(ids) for ids in out["input_ids"]]
+    return out
 
 
 def training_arguments(config: TrainConfig, precision: str, work_dir: Path):
@@ -302,32 +342,53 @@ def layerwise_param_groups(model, learning_rate: float, decay: float, weight_dec
     return [groups[key] for key in sorted(groups)]
 
 
-def torch_scorer(path: Path, max_length: int):
+def torch_scorer(path: Path, max_length: int, rule: LongTextRule | None = None,
+                 *, logits: bool = False):
     """(scores(texts) -> class probabilities as a (texts, labels) array, labels) for a saved
-    checkpoint, with PyTorch in fp32."""
+    checkpoint, with PyTorch in fp32; texts over max_length tokens are read by ``rule`` (default:
+    truncate), several windows' logits averaged as the engine does. ``logits``: return those."""
+    import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    rule = rule or LongTextRule()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     def scores(texts: list[str]):
+        inputs = _rule_inputs(tokenizer, list(texts), max_length, rule)
+        owners = np.asarray(inputs.pop("owner"))
         with torch.inference_mode():
-            enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            return torch.softmax(model(**enc).logits, dim=1).numpy()
+            enc = tokenizer.pad(inputs, return_tensors="pt")
+            window_logits = model(**enc).logits.float().numpy()
+        pooled = np.zeros((len(texts), window_logits.shape[1]), dtype=np.float32)
+        np.add.at(pooled, owners, window_logits)
+        pooled /= np.bincount(owners, minlength=len(texts))[:, None]
+        if logits:
+            return pooled
+        return torch.softmax(torch.from_numpy(pooled), dim=1).numpy()
 
     return scores, labels
 
 
-def torch_predictor(path: Path, max_length: int):
+def torch_predictor(path: Path, max_length: int, rule: LongTextRule | None = None):
     """(predict(texts) -> labels, labels) for a saved checkpoint, with PyTorch in fp32."""
-    scores, labels = torch_scorer(path, max_length)
+    scores, labels = torch_scorer(path, max_length, rule)
 
     def predict(texts: list[str]) -> list[str]:
         return [labels[i] for i in scores(texts).argmax(axis=1).tolist()]
 
     return predict, labels
+
+
+def trained_long_texts(path: Path) -> LongTextRule:
+    """The long-text rule a checkpoint was trained with (its textcls_train.json), else truncate."""
+    info = Path(path) / TRAIN_INFO
+    config = json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
+    return LongTextRule(rule=config.get("long_texts", "truncate"),
+                        max_windows=config.get("max_windows", 4),
+                        overlap=config.get("window_overlap", 32), head=config.get("head_tokens", 32))
 
 
 def trained_max_length(path: Path, default: int = 128) -> int:
