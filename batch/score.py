@@ -66,6 +66,9 @@ class ScoreConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=16)  # padded tokens per model call
+    # what the engine reads of a text over max_length tokens; None: what the bundle records
+    long_texts: Literal["truncate", "head_tail", "chunk"] | None = None
+    max_windows: int | None = Field(None, ge=1)  # chunk: windows per text at most
 
     @field_validator("shard_index")
     @classmethod
@@ -251,6 +254,10 @@ def _check_model_choice(config: ScoreConfig) -> None:
                             "--task scores. Give --task, not --model.")
         if config.task is None:
             raise UserError("--url needs --task: the service's endpoint to call (/sentiment, /topic).")
+        if config.long_texts is not None or config.max_windows is not None:
+            raise UserError("--long-texts and --max-windows set how this process's engine reads "
+                            "long texts; with --url the service reads them by its own rule "
+                            "(TEXTCLS_LONG_TEXTS). Drop them, or score in process.")
     elif (config.task is None) == (config.model is None):
         raise UserError("give either --task (the task's latest bundle in the BentoML store) or "
                         "--model (a bundle directory or store tag), or --url and --task.")
@@ -275,7 +282,12 @@ class EngineScorer:
     """The serving engine in this process, on the bundle the service would serve."""
 
     def __init__(self, config: ScoreConfig) -> None:
-        from service.bundle import BundleError, resolve_bundle
+        from service.bundle import (
+            BundleError,
+            describe_long_texts,
+            override_long_texts,
+            resolve_bundle,
+        )
         from service.engine import Engine
 
         ref = config.model or config.task
@@ -283,13 +295,17 @@ class EngineScorer:
             bundle = resolve_bundle(ref)  # in a Bento container: its packed models
             if config.task is not None and bundle.task != config.task:
                 raise UserError(f"the store's {ref!r} bundle is a {bundle.task!r} model, not {config.task!r}.")
+            rule = override_long_texts(bundle.long_texts, config.long_texts, config.max_windows)
             self.engine = Engine(bundle, device=config.device, threads=config.threads,
-                                 batch_tokens=config.batch_tokens)
+                                 batch_tokens=config.batch_tokens, long_texts=rule)
         except BundleError as exc:
             raise UserError(str(exc)) from None
         self.labels = self.engine.labels
+        # long_texts is a record (the output's metadata, the summary), not compared on resume:
+        # --long-texts and --max-windows are, as arguments
         self.identity = {"task": self.engine.task, "version": self.engine.version,
-                         "variant": self.engine.variant}
+                         "variant": self.engine.variant,
+                         "long_texts": describe_long_texts(self.engine.long_texts)}
 
     def score(self, texts: list[str]) -> list[Outcome]:
         labels = self.labels
@@ -309,6 +325,7 @@ ARGUMENT_NAMES = {"input": "INPUT", "input_bytes": "the input file's size in byt
                   "text_column": "--text-column", "probabilities": "--probabilities",
                   "column_prefix": "--column-prefix", "chunk_size": "--chunk-size",
                   "shard_index": "--shard-index", "num_shards": "--num-shards",
+                  "long_texts": "--long-texts", "max_windows": "--max-windows",
                   "output_format": "the output format", "format": "the work directory's format"}
 
 
@@ -318,7 +335,8 @@ def _arguments(config: ScoreConfig, out_format: str) -> dict[str, Any]:
             "input_mtime_ns": stat.st_mtime_ns, "text_column": config.text_column,
             "probabilities": config.probabilities, "column_prefix": config.column_prefix,
             "chunk_size": config.chunk_size, "shard_index": config.shard_index,
-            "num_shards": config.num_shards, "output_format": out_format, "format": STATE_FORMAT}
+            "num_shards": config.num_shards, "output_format": out_format, "format": STATE_FORMAT,
+            "long_texts": config.long_texts, "max_windows": config.max_windows}
 
 
 def _differences(state: dict[str, Any], arguments: dict[str, Any], model: dict[str, str]) -> list[str]:

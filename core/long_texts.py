@@ -33,6 +33,10 @@ class LongTextRule:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"long-text rule must be one of {', '.join(RULES)}, not {self.rule!r}")
+        for name in ("max_windows", "overlap", "head"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number of windows or tokens, not {value!r}")
         if self.max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, not {self.max_windows}")
         if self.overlap < 0 or self.head < 0:
@@ -46,6 +50,8 @@ class LongTextRule:
         """A manifest's or training record's ``long_texts``; none (older bundles): truncate."""
         if not data:
             return cls()
+        if not isinstance(data, dict):
+            raise ValueError(f"long_texts must be a mapping with a 'rule', not {data!r}")
         known = {k: data[k] for k in ("rule", "max_windows", "overlap", "head") if k in data}
         return cls(**known)
 
@@ -75,7 +81,8 @@ class LongTextRule:
             return [prefix + list(range(lead, lead + head))
                     + list(range(n - trail - tail, n - trail)) + suffix], True
         starts = chunk_starts(content, room, self.overlap, self.max_windows)
-        gaps = any(b > a + room for a, b in zip(starts, starts[1:]))
+        # tokens between two windows, or after the last (max_windows=1 reads only the start)
+        gaps = starts[-1] + room < content or any(b > a + room for a, b in zip(starts, starts[1:]))
         return [prefix + list(range(lead + s, lead + s + room)) + suffix for s in starts], gaps
 
 

@@ -15,6 +15,10 @@ by text (`compare_accuracy`). Every variant gets a verdict in the manifest: ``pa
 recorded as passed). A failed variant is never served, but it does not sink the bundle: the
 bundle is stored with the fastest CPU variant that passed, and the export is refused only when no
 servable (CPU) variant passed, or under ``strict``.
+
+With evaluation data, the softmax temperature of the served CPU variant is then fitted on it
+(`export/calibration.py`, Guo et al. 2017) and recorded in the manifest's ``calibration``, which
+the engine applies; ``calibration.png`` in the bundle shows the reliability before and after.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class ExportConfig(BaseModel):
                                 "on the texts where it and PyTorch disagree gives p below this")
     strict: bool = Field(False, description="refuse the whole bundle (store nothing) when any "
                          "variant fails, instead of storing it without the failed variants")
+    calibrate: bool = Field(True, description="with eval_data: fit the softmax temperature of the "
+                            "served CPU variant on it (export/calibration.py); the engine applies it")
     save: bool = Field(True, description="save the bundle into the BentoML model store")
 
 
@@ -114,6 +120,9 @@ def export(config: ExportConfig, progress=None) -> dict:
         eval_data = load_labelled(config.eval_data, text_column=config.text_column,
                                   label_column=config.label_column, split="test")
         check_known_labels(eval_data, labels)
+        if config.calibrate and len(eval_data) < 2:
+            raise UserError(f"{eval_data.source} has {len(eval_data)} labelled text; fitting the "
+                            "calibration temperature needs at least 2 (or pass --no-calibrate).")
     samples = _sample_texts(config.task, eval_data, config.samples, max_length)
 
     out = Path(config.output or Path("bundles") / config.task)
@@ -183,6 +192,10 @@ def export(config: ExportConfig, progress=None) -> dict:
     manifest["cpu_variant"] = _fastest_cpu_variant(manifest)
     fp16 = manifest["variants"].get("fp16")
     manifest["gpu_variant"] = "fp16" if fp16 and fp16["verdict"] != FAILED else None
+    if manifest["cpu_variant"] is not None:  # else refused below: nothing to calibrate
+        t0 = time.perf_counter()
+        manifest["calibration"] = _calibration(bundle, manifest["cpu_variant"], eval_data, config, out, step)
+        timings["calibration_seconds"] = round(time.perf_counter() - t0, 1)
     manifest["timings"] = timings
     _write_manifest(out, manifest)
 
@@ -450,6 +463,50 @@ def _check_variant(bundle, variant: str, samples: list[str], reference: Referenc
     entry["verdict"] = FAILED if problems else PASSED
     if problems:
         entry["failure"] = "; ".join(problems)
+    return entry
+
+
+CALIBRATION_PLOT = "calibration.png"
+
+
+def _calibration(bundle: Bundle, variant: str, eval_data, config: ExportConfig, out: Path, step) -> dict:
+    """The manifest's calibration entry: the temperature fitted on the evaluation file for the
+    served CPU variant, with ECE and NLL before and after (on that same file), and its reliability
+    diagram in the bundle directory. Without evaluation data (or with calibrate off): T = 1.
+
+    calibration.png is written after the manifest's file hashes: it is a report, never read by the
+    engine, so nothing verifies it."""
+    from export.calibration import BINS, calibrate, reliability_diagram, softmax
+
+    if eval_data is None or not config.calibrate:
+        reason = "no --eval-data: not calibrated" if eval_data is None else "--no-calibrate"
+        return {"temperature": 1.0, "fitted_on": None, "reason": reason}
+    step(f"fitting the score temperature of {variant} on {len(eval_data)} labelled texts "
+         f"(reliability diagram: {out / CALIBRATION_PLOT})")
+    # uncalibrated, and in the accuracy check's batches (int8 logits shift with batch neighbours)
+    engine = Engine(bundle, variant=variant, device="cpu", calibrated=False)
+    texts = eval_data.texts
+    logits = np.concatenate([engine.run(texts[i : i + EVAL_BATCH_SIZE]).logits
+                             for i in range(0, len(texts), EVAL_BATCH_SIZE)])
+    index = {label: i for i, label in enumerate(bundle.labels)}
+    label_ids = np.array([index[label] for label in eval_data.labels])
+    try:
+        result = calibrate(logits, label_ids, BINS)
+    except ValueError as exc:
+        raise UserError(f"cannot calibrate the {variant} variant's scores on {eval_data.source}: "
+                        f"{exc}. Pass --no-calibrate to export without it.") from exc
+    reliability_diagram(softmax(logits), softmax(logits, result.temperature), label_ids,
+                        out / CALIBRATION_PLOT, f"{bundle.task} ({variant}) on {eval_data.source}",
+                        bins=result.bins,
+                        names=("uncalibrated (T = 1)", f"calibrated (T = {result.temperature:.3g})"))
+    entry = {"temperature": result.temperature, "variant": variant, "fitted_on": eval_data.source,
+             "n": result.n, "bins": result.bins, "ece_before": result.ece_before,
+             "ece_after": result.ece_after, "nll_before": result.nll_before,
+             "nll_after": result.nll_after, "plot": CALIBRATION_PLOT}
+    if result.at_bound:
+        entry["note"] = ("the fitted temperature is at the bound of the search: the likelihood "
+                         "keeps improving beyond it (e.g. every text of the file is right), so "
+                         "the fit says little; calibrate on a larger or harder file")
     return entry
 
 

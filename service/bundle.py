@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,28 @@ class Bundle:
         if not file.is_file():
             raise BundleError(f"variant {name!r} of bundle {self.path} is missing its file {file.name}.")
         return file
+
+
+def override_long_texts(recorded: LongTextRule, rule: str | None = None,
+                        max_windows: int | None = None) -> LongTextRule:
+    """``recorded`` (a bundle's or a checkpoint's long-text rule) with the rule and the window
+    count an operator chose (TEXTCLS_LONG_TEXTS, --long-texts; TEXTCLS_MAX_WINDOWS, --max-windows);
+    None or empty keeps the recorded value, as do its overlap and head."""
+    changes: dict[str, Any] = {}
+    if rule:
+        changes["rule"] = rule
+    if max_windows is not None:
+        changes["max_windows"] = max_windows
+    return replace(recorded, **changes)  # checked again by LongTextRule.__post_init__
+
+
+def describe_long_texts(rule: LongTextRule) -> str:
+    """The rule in a few words, for logs and reports."""
+    if rule.rule == "chunk":
+        return f"chunk (at most {rule.max_windows} windows, {rule.overlap} tokens shared)"
+    if rule.rule == "head_tail":
+        return f"head_tail ({rule.head} tokens from the start, the rest from the end)"
+    return rule.rule
 
 
 def file_sha256(path: Path) -> str:

@@ -44,7 +44,14 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "histogram", "Tokens fed to the model per batch, padding included.", ()),
     "predictions_total": ("counter", "Predictions answered, by predicted label.", ("label",)),
     "truncated_texts_total": (
-        "counter", "Texts cut to the character limit or to the model's max_length tokens.", ()),
+        "counter", ("Texts cut to the character limit, or of which the long-text rule left "
+                    "tokens unread."), ()),
+    "long_texts_total": (
+        "counter", ("Texts over the model's max_length tokens, by the long-text rule that read "
+                    "them."), ("rule",)),
+    "text_windows_total": (
+        "counter", ("Model inputs (windows) made from texts over max_length tokens: one per "
+                    "text under truncate and head_tail, up to max_windows under chunk."), ("rule",)),
     "request_errors_total": (
         "counter", "Failed prediction requests, by error type (see docs/service.md).", ("type",)),
     "model_info": (
@@ -90,8 +97,10 @@ class ServiceMetrics:
         for seconds in waits:
             hist.observe(seconds)
 
-    def observe_batch(self, task: str, result: BatchResult, *, truncated: int) -> None:
-        """One model batch; ``truncated`` counts its texts cut by characters or by tokens."""
+    def observe_batch(self, task: str, result: BatchResult, *, truncated: int,
+                      long_text_rule: str) -> None:
+        """One model batch; ``truncated`` counts its texts cut by characters or by tokens;
+        ``long_text_rule`` is the rule the engine read texts over max_length tokens by."""
         m = self._m
         m["tokenization_duration_seconds"].labels(task).observe(result.tokenize_seconds)
         m["inference_duration_seconds"].labels(task).observe(result.inference_seconds)
@@ -100,6 +109,11 @@ class ServiceMetrics:
         m["batch_padded_tokens"].labels(task).observe(result.padded_tokens)
         if truncated:
             m["truncated_texts_total"].labels(task).inc(truncated)
+        # a text over max_length tokens is read as several windows or loses tokens, or both
+        long = [n for n, cut in zip(result.windows, result.truncated) if n > 1 or cut]
+        if long:
+            m["long_texts_total"].labels(task, long_text_rule).inc(len(long))
+            m["text_windows_total"].labels(task, long_text_rule).inc(sum(long))
         counts: dict[str, int] = {}
         for p in result.predictions:
             counts[p.label] = counts.get(p.label, 0) + 1
@@ -116,10 +130,13 @@ class ServiceMetrics:
     def set_model_info(self, task: str, *, version: str, variant: str, provider: str) -> None:
         self._m["model_info"].labels(task, version, variant, provider).set(1)
 
-    def start_counters(self, task: str, labels: Iterable[str], error_types: Iterable[str]) -> None:
+    def start_counters(self, task: str, labels: Iterable[str], error_types: Iterable[str], *,
+                       long_text_rule: str) -> None:
         """Expose every counter series at 0 from start-up, so rate() and alerts see them before
         the first event (a labelled series only exists once it is touched)."""
         self._m["truncated_texts_total"].labels(task)
+        self._m["long_texts_total"].labels(task, long_text_rule)
+        self._m["text_windows_total"].labels(task, long_text_rule)
         for label in labels:
             self._m["predictions_total"].labels(task, label)
         for error_type in error_types:

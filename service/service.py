@@ -32,8 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, RedirectResponse
 
+from core.long_texts import LongTextRule
 from core.tasks import TASKS
 from service import batching
+from service.bundle import describe_long_texts, override_long_texts, resolve_bundle
 from service.engine import BatchResult, Engine
 from service.errors import SHAPED_HEADER, ErrorType, ServiceError, from_status
 from service.explain import EXPLAIN, ExplainError, Explainer
@@ -57,6 +59,7 @@ class Classifier(Protocol):
     provider: str
     variant: str
     version: str
+    long_texts: LongTextRule  # what it reads of a text over its max_length tokens
 
     def run(self, texts: list[str]) -> BatchResult: ...
 
@@ -68,12 +71,25 @@ EngineFactory = Callable[[str, str, ServiceSettings], Classifier]
 
 
 def make_engine(task: str, ref: str, settings: ServiceSettings) -> Engine:
-    return Engine.from_ref(
-        ref,
+    bundle = resolve_bundle(ref)
+    return Engine(
+        bundle,
         device=settings.device,
         threads=settings.threads,
         batch_tokens=settings.batch_tokens,
+        # the bundle's rule unless TEXTCLS_LONG_TEXTS / TEXTCLS_MAX_WINDOWS say otherwise
+        long_texts=override_long_texts(bundle.long_texts, settings.long_texts, settings.max_windows),
     )
+
+
+def long_texts_note(engine: Classifier, settings: ServiceSettings) -> str:
+    """The engine's long-text rule for the start-up log, and where it comes from."""
+    rule = engine.long_texts
+    chosen = [f"{name}={value}" for name, value in (("TEXTCLS_LONG_TEXTS", settings.long_texts),
+                                                     ("TEXTCLS_MAX_WINDOWS", settings.max_windows))
+              if value]
+    return f"{describe_long_texts(rule)}, " + (f"set by {' '.join(chosen)}" if chosen
+                                                 else "as the bundle records")
 
 
 def make_explainer(engine: Classifier, settings: ServiceSettings) -> Explainer | None:
@@ -81,7 +97,10 @@ def make_explainer(engine: Classifier, settings: ServiceSettings) -> Explainer |
     bundle = getattr(engine, "bundle", None)
     if bundle is None or EXPLAIN not in bundle.variants or bundle.verdict(EXPLAIN) == "failed":
         return None
-    return Explainer(bundle, device=settings.device, threads=settings.threads)
+    explainer = Explainer(bundle, device=settings.device, threads=settings.threads)
+    # /explain reads a long text as the served predictions do, TEXTCLS_LONG_TEXTS included
+    explainer.engine.long_texts = engine.long_texts
+    return explainer
 
 
 class Prediction(BaseModel):
@@ -599,13 +618,19 @@ def build_service(
                                 "checks; POST /explain answers 422 for it until the model is "
                                 "re-exported", task)
                 log.info(
-                    "%s: bundle %s (version %s), variant %s on %s, labels %s",
+                    "%s: bundle %s (version %s), variant %s on %s, labels %s; long texts: %s",
                     task, source, engine.version, engine.variant, engine.provider, engine.labels,
+                    long_texts_note(engine, settings),
                 )
+                if settings.max_windows is not None and engine.long_texts.rule != "chunk":
+                    log.warning("%s: TEXTCLS_MAX_WINDOWS=%d applies to the chunk rule only; this "
+                                "model reads long texts by %s", task, settings.max_windows,
+                                engine.long_texts.rule)
                 self.metrics.set_model_info(
                     task, version=engine.version, variant=engine.variant, provider=engine.provider
                 )
-                self.metrics.start_counters(task, engine.labels, [t.value for t in ErrorType])
+                self.metrics.start_counters(task, engine.labels, [t.value for t in ErrorType],
+                                            long_text_rule=engine.long_texts.rule)
 
         def _bundle_ref(self, task: str) -> tuple[str, str]:
             """The bundle directory for the engine, and how to name it in the log."""
@@ -694,7 +719,8 @@ def build_service(
                 1 for text, truncated in itertools.zip_longest(texts, result.truncated)
                 if truncated or getattr(text, "clipped", False)
             )
-            self.metrics.observe_batch(task, result, truncated=cut)
+            self.metrics.observe_batch(task, result, truncated=cut,
+                                       long_text_rule=self.engines[task].long_texts.rule)
             return [p.to_dict() for p in result.predictions]
 
     config: dict[str, Any] = {

@@ -17,6 +17,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.long_texts import RULES
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
 
 ENV_PREFIX = "TEXTCLS_"
@@ -115,8 +116,22 @@ class ServiceSettings(BaseSettings):
     overlong: Literal["truncate", "refuse"] = Field(
         default="truncate",
         description="What to do with a text over TEXTCLS_MAX_CHARS_PER_TEXT: `truncate` cuts it "
-        "to the limit, `refuse` answers 422. Either way the model reads at most its max_length "
-        "tokens (counted in textcls_truncated_texts_total).",
+        "to the limit, `refuse` answers 422. What the model reads of a text over its max_length "
+        "tokens is TEXTCLS_LONG_TEXTS' rule; texts cut either way are counted in "
+        "textcls_truncated_texts_total.",
+    )
+    long_texts: str = Field(
+        default="",
+        description="What the model reads of a text over its max_length tokens: `truncate` (its "
+        "start), `head_tail` (its start and its end) or `chunk` (windows over the whole text, at "
+        "most TEXTCLS_MAX_WINDOWS, their logits averaged). Empty: the rule the bundle records, "
+        "the one it was trained with (docs/service.md#long-texts).",
+    )
+    max_windows: int | None = Field(
+        default=None,
+        ge=1,
+        description="`chunk`: most windows (model inputs) read of one text; a longer text is read "
+        "by that many spread over it. Empty: the bundle's. Each window costs a model input.",
     )
     max_body_bytes: int = Field(
         default=1_048_576,
@@ -187,6 +202,22 @@ class ServiceSettings(BaseSettings):
                 "(a bundle directory path must contain '/')"
             )
         return ref
+
+    @field_validator("long_texts", mode="before")
+    @classmethod
+    def _long_text_rule(cls, rule: object) -> object:
+        if isinstance(rule, str):
+            rule = rule.strip()
+            if rule and rule not in RULES:
+                raise ValueError(f"{rule!r} is not a long-text rule: give {', '.join(RULES)}, or "
+                                 "leave it empty for the rule the bundle records")
+        return rule
+
+    @field_validator("max_windows", mode="before")
+    @classmethod
+    def _empty_is_the_bundles(cls, value: object) -> object:
+        # `TEXTCLS_MAX_WINDOWS=` (as in a ConfigMap) means unset
+        return None if isinstance(value, str) and not value.strip() else value
 
     def model_ref(self, task: str) -> str:
         return getattr(self, f"{task}_model")

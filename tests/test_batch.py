@@ -533,3 +533,63 @@ def test_bad_input_is_refused_with_a_clear_message(tiny_bundles, tmp_path):
     assert list(read_rows(out)[0]) == ["review", "label", "pred_label", "pred_score", "pred_error"]
     fails([data, "-o", out, *model, "--text-column", "review", "--column-prefix", "pred_"],
           "already exists", "--overwrite")
+
+
+# ---------------------------------------------------------------------------------------------
+# Long texts: --long-texts and --max-windows
+
+
+def test_long_texts_are_scored_by_the_rule_asked_for_and_it_is_recorded(tiny_bundles, tmp_path):
+    from dataclasses import replace
+
+    long = ["the acting was superb and the plot was wonderful " * 20, "stocks fell as markets rallied " * 30]
+    texts = [*make_texts(10, 7), *long]
+    data = write_rows(tmp_path / "in.parquet", [{"text": t} for t in texts])
+    out = tmp_path / "out.parquet"
+    result = cli(data, "-o", out, "--model", tiny_bundles["sentiment"], "--long-texts", "chunk",
+                 "--max-windows", 2, "--threads", 1)
+    rows = read_rows(out)
+    bundle = Bundle.load(tiny_bundles["sentiment"])
+    engine = Engine(bundle, threads=1, long_texts=replace(bundle.long_texts, rule="chunk", max_windows=2))
+    expected = engine.run(texts)  # one chunk of rows: the same batch
+    assert expected.windows[-2:] == [2, 2]
+    assert [r["label"] for r in rows] == [p.label for p in expected.predictions]
+    assert [r["score"] for r in rows] == pytest.approx([p.score for p in expected.predictions], abs=1e-6)
+    # the bundle's own rule (truncate) reads only the start of the long texts: other scores there
+    truncated = Engine(bundle, threads=1).predict(texts)
+    for row, by_chunk, by_truncate, windows in zip(rows, expected.predictions, truncated, expected.windows):
+        if windows == 1:
+            assert by_chunk.score == pytest.approx(by_truncate.score, abs=1e-6)
+        else:
+            assert abs(row["score"] - by_truncate.score) > 1e-6
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["model"]["long_texts"] == "chunk (at most 2 windows, 32 tokens shared)"
+    recorded = json.loads(pq.read_schema(out).metadata[b"textcls.score"])
+    assert recorded["model"]["long_texts"] == summary["model"]["long_texts"]
+    # without the options: the rule the bundle records
+    default = cli(data, "-o", tmp_path / "default.csv", "--model", tiny_bundles["sentiment"])
+    assert json.loads(default.stdout.strip().splitlines()[-1])["model"]["long_texts"] == bundle.long_texts.rule
+
+
+def test_long_text_options_are_refused_with_url_or_out_of_range_and_a_resume_must_keep_them(
+        tiny_bundles, tmp_path, monkeypatch):
+    data = write_rows(tmp_path / "in.csv", [{"text": t} for t in make_texts(40, 5)])
+    out = tmp_path / "out.csv"
+    model = ["--model", tiny_bundles["sentiment"]]
+    fails([data, "-o", out, "--url", "http://127.0.0.1:9", "--task", "sentiment", "--long-texts", "chunk"],
+          "--long-texts and --max-windows set how this process's engine reads long texts",
+          "TEXTCLS_LONG_TEXTS")
+    fails([data, "-o", out, "--url", "http://127.0.0.1:9", "--task", "sentiment", "--max-windows", 2],
+          "with --url the service reads them by its own rule")
+    fails([data, "-o", out, *model, "--long-texts", "middle"], "Invalid value for '--long-texts'")
+    fails([data, "-o", out, *model, "--max-windows", 0], "Invalid value for '--max-windows'")
+    with pytest.raises(Exception, match="max_windows"):
+        ScoreConfig(input=data, output=out, model="m", max_windows=0)
+
+    first = [*model, "--chunk-size", 20, "--long-texts", "chunk"]
+    _interrupted_run(tiny_bundles, data, out, monkeypatch, *first)
+    fails([data, "-o", out, *model, "--chunk-size", 20], "--long-texts: was 'chunk', now None",
+          "add --restart")
+    fails([data, "-o", out, *first, "--max-windows", 2], "--max-windows: was None, now 2")
+    result = cli(data, "-o", out, *first)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["resumed_rows"] == 20

@@ -83,3 +83,123 @@ def test_bundle_errors_say_what_to_do(tmp_path, tiny_bundles):
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(BundleError, match="CUDAExecutionProvider"):
             Engine(Bundle.load(tiny_bundles["topic"]), device="cuda")
+
+
+# --- long texts: the bundle's rule, or the one the engine is given ------------------------------
+
+LONG_HEAD = ("The film opens slowly and the first hour is dull, the acting wooden and the plot hard "
+             "to follow. Markets rallied as tech shares climbed. ") * 10
+LONG_ENDS = ("But the ending is wonderful, moving and beautifully acted; a great film.",
+             "And the ending is a mess: boring, stupid and far too long. Awful.")
+
+
+def rule_engine(bundle_dir, rule: str, **kwargs) -> Engine:
+    """The fp32 variant (its logits do not move with the batch a text shares; int8's do, a little)
+    reading long texts by ``rule``."""
+    from core.long_texts import LongTextRule
+
+    return Engine(Bundle.load(bundle_dir), variant="fp32", device="cpu", threads=1,
+                  long_texts=LongTextRule(rule, **kwargs))
+
+
+@pytest.mark.parametrize("task", ["sentiment", "topic"])
+def test_chunk_averages_the_logits_of_the_windows(tiny_bundles, task):
+    engine = rule_engine(tiny_bundles[task], "chunk", max_windows=6, overlap=8)
+    text = LONG_HEAD + LONG_ENDS[0]
+    encoding = engine.tokenizer.encode(text)
+    assert len(encoding.ids) > 4 * engine.bundle.max_length  # several hundred tokens
+    result = engine.run([text])
+    assert result.windows == [6] and result.truncated == [True]  # 6 windows cannot cover it all
+    rows, owners, truncated, windows = engine.read([encoding])
+    assert len(rows) == 6 and list(owners) == [0] * 6 and windows == [6] and truncated == [True]
+    assert all(len(row) == engine.bundle.max_length for row in rows)
+    assert all(row[0] == encoding.ids[0] and row[-1] == encoding.ids[-1] for row in rows)  # specials
+    one_by_one = [engine.session.run(None, engine.feed([row], len(row)))[0][0] for row in rows]
+    np.testing.assert_allclose(result.logits[0], np.mean(one_by_one, axis=0), atol=1e-5)
+    assert not np.allclose(one_by_one[0], one_by_one[-1], atol=1e-3)  # the windows do differ
+
+    # enough windows: every token is read
+    covering = rule_engine(tiny_bundles[task], "chunk", max_windows=100, overlap=8).run([text])
+    assert covering.windows[0] > 6 and covering.truncated == [False]
+
+
+@pytest.mark.parametrize("task", ["sentiment", "topic"])
+def test_the_rule_leaves_short_texts_alone(tiny_bundles, task):
+    truncate = rule_engine(tiny_bundles[task], "truncate").run(TEXTS)
+    for rule in ("chunk", "head_tail"):
+        other = rule_engine(tiny_bundles[task], rule).run(TEXTS)
+        assert other.windows == [1] * len(TEXTS) and other.truncated == [False] * len(TEXTS)
+        np.testing.assert_array_equal(other.logits, truncate.logits)
+        assert (other.tokens, other.padded_tokens) == (truncate.tokens, truncate.padded_tokens)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "topic"])
+def test_head_tail_reads_the_end_that_truncate_drops(tiny_bundles, task):
+    texts = [LONG_HEAD + end for end in LONG_ENDS]  # the same first hundreds of tokens
+    truncate = rule_engine(tiny_bundles[task], "truncate").run(texts)
+    np.testing.assert_allclose(truncate.logits[0], truncate.logits[1], atol=1e-6)
+    head_tail = rule_engine(tiny_bundles[task], "head_tail", head=16)
+    result = head_tail.run(texts)
+    assert result.windows == [1, 1] and result.truncated == [True, True]
+    assert np.abs(result.logits[0] - result.logits[1]).max() > 1e-3
+    assert np.abs(result.logits[0] - truncate.logits[0]).max() > 1e-3
+    # its one window: 16 tokens from the start, the rest from the end, the specials in place
+    encoding = head_tail.tokenizer.encode(texts[0])
+    (row,), *_ = head_tail.read([encoding])
+    room = head_tail.bundle.max_length - 2
+    assert row == [encoding.ids[0], *encoding.ids[1:17], *encoding.ids[-1 - (room - 16):-1], encoding.ids[-1]]
+
+
+@pytest.mark.parametrize("task", ["sentiment", "topic"])
+def test_answers_come_back_in_input_order_with_long_and_short_texts_mixed(tiny_bundles, task):
+    engine = rule_engine(tiny_bundles[task], "chunk", max_windows=3)
+    engine.batch_tokens = 200  # windows of different texts share calls, and short texts join them
+    texts = [TEXTS[0], LONG_HEAD + LONG_ENDS[0], TEXTS[1], LONG_HEAD[:400], TEXTS[2],
+             LONG_HEAD + LONG_ENDS[1], TEXTS[3]]
+    result = engine.run(texts)
+    assert result.windows == [1, 3, 1, 3, 1, 3, 1]
+    alone = [engine.run([t]) for t in texts]
+    np.testing.assert_allclose(result.logits, np.concatenate([r.logits for r in alone]), atol=1e-4)
+    assert [p.label for p in result.predictions] == [r.predictions[0].label for r in alone]
+    assert result.truncated == [r.truncated[0] for r in alone]
+
+
+def test_padded_tokens_count_every_window(tiny_bundles):
+    from service.engine import token_batches
+
+    engine = rule_engine(tiny_bundles["sentiment"], "chunk", max_windows=4)
+    max_length = engine.bundle.max_length
+    texts = [LONG_HEAD, "short one", LONG_HEAD[:400], "ok"]
+    sizes = [len(engine.tokenizer.encode(t).ids) for t in texts]
+    assert sizes[0] > 4 * max_length and 2 * max_length < sizes[2] < 3 * max_length
+    assert sizes[1] < max_length and sizes[3] < max_length
+    rows, _, _, windows = engine.read(engine.tokenizer.encode_batch(texts))
+    assert windows == [4, 1, 4, 1]
+    lengths = np.array([len(r) for r in rows])
+    # each window of a long text is max_length tokens, its specials included
+    assert lengths.sum() == 8 * max_length + sizes[1] + sizes[3]
+    order = np.argsort(lengths, kind="stable")
+    for batch_tokens in (1, 100, 10_000):
+        engine.batch_tokens = batch_tokens
+        result = engine.run(texts)
+        assert result.windows == windows and result.tokens == lengths.sum()
+        expected = sum(len(lengths[order[s]]) * int(lengths[order[s]].max())
+                       for s in token_batches(lengths[order], batch_tokens))
+        assert result.padded_tokens == expected >= result.tokens
+        if batch_tokens == 1:  # every window alone: no padding at all
+            assert result.padded_tokens == result.tokens
+        if batch_tokens == 10_000:  # one call: every row padded to max_length
+            assert result.padded_tokens == len(rows) * max_length == 10 * max_length
+
+
+def test_an_invalid_long_texts_entry_stops_the_engine(tiny_bundles, tmp_path):
+    import json
+    import shutil
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundles["sentiment"], bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["long_texts"] = {"rule": "chunk", "max_windows": 0}
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="invalid long_texts entry: max_windows must be at least 1"):
+        Engine(Bundle.load(bundle_dir), device="cpu")

@@ -271,3 +271,83 @@ def test_explainer_errors_name_what_is_allowed(explainers):
         explainer.explain("fine", head=-explainer.heads - 1)
     with pytest.raises(ExplainError):
         explainer.explain("fine", layer=True)  # a bool is not a layer number
+
+
+# --- long texts: explained as the engine reads them ---------------------------------------------
+
+LONG = ("The film opens slowly and the first hour is dull, the acting wooden and the plot hard to "
+        "follow. Markets rallied as tech shares climbed. ") * 5 + "But the ending is wonderful and moving."
+
+
+def _reading(tiny_bundles, task, rule):
+    """An explainer and the explain graph's engine, both reading long texts by ``rule`` (as the
+    service sets its explainer to the served rule)."""
+    bundle = Bundle.load(tiny_bundles[task])
+    explainer = Explainer(bundle, device="cpu", threads=1)
+    explainer.engine.long_texts = rule
+    return explainer, Engine(bundle, variant="explain", device="cpu", threads=1, long_texts=rule)
+
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_a_long_text_is_explained_window_by_window_under_chunk(tiny_bundles, task):
+    from core.long_texts import LongTextRule
+
+    explainer, engine = _reading(tiny_bundles, task, LongTextRule("chunk", max_windows=16, overlap=8))
+    encoding = engine.tokenizer.encode(LONG)
+    n = len(encoding.ids)
+    assert n > 3 * explainer.bundle.max_length
+    result = engine.run([LONG])
+    assert result.windows[0] > 2 and result.truncated == [False]  # within max_windows
+
+    e = explainer.explain(LONG)
+    assert e.truncated is False and e.to_dict()["truncated"] is False
+    # every token is read, to the very end of the text
+    assert len(e.tokens) == n and e.offsets == [tuple(o) for o in encoding.offsets]
+    assert max(b for _, b in e.offsets) == max(b for _, b in encoding.offsets)
+    assert e.offsets[-2][1] == len(LONG) and e.tokens[-2] == "."  # the text's last token is there
+    special = np.array(e.special)
+    assert special.tolist() == [bool(s) for s in encoding.special_tokens_mask]
+    assert e.weights.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(e.weights[special] == 0) and np.all(e.weights[~special] > 0)
+    assert e.weights[-8:][~special[-8:]].sum() > 0  # the end weighs something
+    assert e.attention.shape == (n, n)
+    np.testing.assert_allclose(e.attention.sum(axis=1), 1.0, atol=1e-5)
+    # the label and the probabilities are the engine's for the text (windows averaged alike)
+    served = result.predictions[0]
+    assert e.label == served.label and e.scores == pytest.approx(served.scores, abs=1e-5)
+    # and differ from those of its first window alone
+    truncate, _ = _reading(tiny_bundles, task, LongTextRule("truncate"))
+    first = truncate.explain(LONG)
+    assert first.truncated and len(first.tokens) == explainer.bundle.max_length
+    assert e.scores != pytest.approx(first.scores, abs=1e-4)
+
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_past_max_windows_and_under_head_tail_the_explanation_is_flagged_but_reaches_the_end(tiny_bundles, task):
+    from core.long_texts import LongTextRule
+
+    for rule in (LongTextRule("chunk", max_windows=2, overlap=8), LongTextRule("head_tail", head=8)):
+        explainer, engine = _reading(tiny_bundles, task, rule)
+        encoding = engine.tokenizer.encode(LONG)
+        e = explainer.explain(LONG)
+        assert e.truncated is True and e.to_dict()["truncated"] is True
+        max_length = explainer.bundle.max_length
+        windows = 2 if rule.rule == "chunk" else 1
+        assert len(e.tokens) == windows * max_length - 2 * (windows - 1) < len(encoding.ids)
+        assert e.offsets[-2] == tuple(encoding.offsets[-2]) and e.offsets[-2][1] == len(LONG)  # the end is read
+        assert e.offsets[1] == tuple(encoding.offsets[1])  # and the first
+        assert e.weights.sum() == pytest.approx(1.0, abs=1e-5) and np.all(e.weights[np.array(e.special)] == 0)
+        assert e.label == engine.predict([LONG])[0].label
+
+
+def test_short_texts_are_explained_alike_under_every_rule(tiny_bundles, explainers):
+    from core.long_texts import LongTextRule
+
+    default = explainers["sentiment"]
+    for rule in (LongTextRule("chunk"), LongTextRule("head_tail")):
+        explainer, _ = _reading(tiny_bundles, "sentiment", rule)
+        for text in TEXTS[:3]:
+            a, b = explainer.explain(text), default.explain(text)
+            assert a.tokens == b.tokens and a.label == b.label and not a.truncated
+            np.testing.assert_allclose(a.weights, b.weights, atol=1e-6)
+            np.testing.assert_allclose(a.attention, b.attention, atol=1e-6)

@@ -381,3 +381,75 @@ def test_an_explain_variant_off_its_attention_bound_is_failed_not_fatal(tiny_che
 
     with pytest.raises(BundleError, match="failed the export's checks"):
         Explainer(Bundle.load(tmp_path / "b"), device="cpu")
+
+
+def _long_text_file(tmp_path):
+    """Two short and two long labelled texts (over the tiny models' 64 tokens)."""
+    import csv
+
+    rows = [("a wonderful, moving film", "positive"), ("dull and far too long", "negative"),
+            ("a wonderful moving film with superb acting " * 15, "positive"),
+            ("dull boring and far too long awful plot " * 15, "negative")]
+    path = tmp_path / "long.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    return path
+
+
+def test_evaluate_reads_long_texts_by_the_bundles_rule_or_the_one_asked_and_records_it(tiny_bundles, tmp_path):
+    from dataclasses import replace
+
+    from service.bundle import Bundle
+    from service.engine import Engine
+
+    data = str(_long_text_file(tmp_path))
+    bundle = Bundle.load(tiny_bundles["sentiment"])
+    model = str(tiny_bundles["sentiment"])
+    result = runner.invoke(app, ["evaluate", model, "--data", data, "--output", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert f"long texts: {bundle.long_texts.rule} (as the model records)" in " ".join(result.output.split())
+    default = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    assert default["long_texts"] == bundle.long_texts.to_dict()
+    assert (default["texts_over_max_length"], default["long_text_windows"], default["model_inputs"]) == (2, 2, 4)
+
+    result = runner.invoke(app, ["evaluate", model, "--data", data, "--output", str(tmp_path / "b"),
+                                 "--long-texts", "chunk", "--max-windows", "3"])
+    assert result.exit_code == 0, result.output
+    assert ("long texts: chunk (at most 3 windows, 32 tokens shared) (--long-texts/--max-windows)"
+            in " ".join(result.output.split()))
+    chunked = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    assert chunked["model"].endswith("-chunk-3windows")
+    assert chunked["long_texts"] == {**bundle.long_texts.to_dict(), "rule": "chunk", "max_windows": 3}
+    # each long text is read as 3 windows: 2 short inputs + 6
+    assert (chunked["texts_over_max_length"], chunked["long_text_windows"], chunked["model_inputs"]) == (2, 6, 8)
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["long_texts"] == "chunk (at most 3 windows, 32 tokens shared)"
+    assert report["model_inputs"] == 8
+    assert "- long_texts: chunk (at most 3 windows" in (tmp_path / "b" / "report.md").read_text()
+    # the accuracy is the engine's under that rule
+    engine = Engine(bundle, long_texts=replace(bundle.long_texts, rule="chunk", max_windows=3))
+    labels = [p.label for p in engine.predict(_texts(data))]
+    truth = ["positive", "negative", "positive", "negative"]
+    assert chunked["accuracy"] == pytest.approx(sum(a == b for a, b in zip(labels, truth)) / 4)
+
+
+def _texts(path: str) -> list[str]:
+    import csv
+
+    with open(path, newline="") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
+def test_evaluate_a_checkpoint_by_the_rule_asked_and_refuse_bad_long_text_options(tiny_checkpoints, tmp_path):
+    data = str(_long_text_file(tmp_path))
+    result = runner.invoke(app, ["evaluate", str(tiny_checkpoints["sentiment"]), "--data", data,
+                                 "--output", str(tmp_path / "c"), "--long-texts", "head_tail"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    assert summary["model"].endswith("-pytorch-head_tail") and summary["long_texts"]["rule"] == "head_tail"
+    assert ("long texts: head_tail (32 tokens from the start, the rest from the end)"
+            in " ".join(result.output.split()))
+    for bad, needle in ((["--long-texts", "middle"], "Invalid value for '--long-texts'"),
+                        (["--max-windows", "0"], "Invalid value for '--max-windows'")):
+        result = runner.invoke(app, ["evaluate", "sentiment", "--data", data, *bad])
+        assert result.exit_code == 2 and needle in " ".join(result.output.split()), result.output

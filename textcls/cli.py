@@ -159,6 +159,10 @@ def export(
                                 "fails. Default: a failed variant is marked failed and never served, and "
                                 "the bundle is stored with the variants that passed."),
     save: bool = typer.Option(True, help="Save the checked bundle into the BentoML model store."),
+    calibrate: bool = typer.Option(True, help="With --eval-data: fit the temperature that calibrates "
+                                   "the served scores on it (recorded in the bundle, applied when "
+                                   "serving; calibration.png shows it). --no-calibrate: scores are "
+                                   "the plain softmax."),
 ) -> None:
     """Export a checkpoint to ONNX variants, check them against PyTorch, store the bundle.
 
@@ -172,7 +176,7 @@ def export(
                          max_length=max_length, max_accuracy_drop=max_accuracy_drop,
                          long_texts=long_texts.value if long_texts else None, max_windows=max_windows,
                          significance=significance, samples=samples, text_column=text_column,
-                         label_column=label_column, strict=strict, save=save),
+                         label_column=label_column, strict=strict, save=save, calibrate=calibrate),
             progress=_progress,
         )
     except _config_errors() as exc:
@@ -218,6 +222,24 @@ def _print_variants(manifest: dict) -> None:
                       f"{manifest.get('eval', {}).get('n', '?')} texts", highlight=False)
     for failure in failed_variants(manifest):
         console.print(f"[yellow]failed, never served:[/] {failure}", highlight=False, soft_wrap=True)
+    _print_calibration(manifest)
+
+
+def _print_calibration(manifest: dict) -> None:
+    calibration = manifest.get("calibration")
+    if not calibration:
+        return
+    if calibration.get("fitted_on") is None:
+        console.print(f"scores not calibrated (temperature 1.0): {calibration.get('reason')}", highlight=False)
+        return
+    console.print(f"scores calibrated: temperature {calibration['temperature']:.3f} for "
+                  f"{calibration['variant']}, fitted on {calibration['n']} texts of "
+                  f"{calibration['fitted_on']}; ECE {100 * calibration['ece_before']:.1f}% -> "
+                  f"{100 * calibration['ece_after']:.1f}% on those texts "
+                  f"(reliability diagram: {calibration.get('plot')} in the bundle)",
+                  highlight=False, soft_wrap=True)
+    if calibration.get("note"):
+        console.print(f"[yellow]note:[/] {calibration['note']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -234,10 +256,16 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, help="Texts per engine call. Default: 64, as in the export's "
                                              "accuracy check, so the figures agree (int8 results shift "
                                              "slightly with batch neighbours)."),
+    long_texts: Optional[LongTexts] = typer.Option(None, help="What the model reads of a text over its "
+                                                   "max_length tokens: truncate, head_tail or chunk. "
+                                                   "Default: the rule the bundle (or checkpoint) records."),
+    max_windows: Optional[int] = typer.Option(None, min=1, help="chunk: windows per text at most. "
+                                              "Default: the bundle's (or checkpoint's)."),
 ) -> None:
     """Evaluate a served bundle or a checkpoint on labelled data: accuracy, macro-F1, report."""
     from tqdm import tqdm
 
+    from service.bundle import describe_long_texts
     from train.data import check_known_labels, load_labelled
     from train.report import EVAL_BATCH_SIZE, evaluate as evaluate_predictions, write_report
 
@@ -245,10 +273,13 @@ def evaluate(
 
     try:
         dataset = load_labelled(data, text_column=text_column, label_column=label_column, split="test")
-        predictor, labels, name = _predictor(model, variant)
+        predictor, labels, name, rule, cost = _predictor(
+            model, variant, long_texts.value if long_texts else None, max_windows)
         check_known_labels(dataset, labels)
     except UserError as exc:
         _fail(exc)
+    chosen = "--long-texts/--max-windows" if long_texts or max_windows else "as the model records"
+    console.print(f"long texts: {describe_long_texts(rule)} ({chosen})", highlight=False, soft_wrap=True)
     predicted: list[str] = []
     t0 = time.perf_counter()
     with tqdm(total=len(dataset), desc=f"evaluating {name}", unit="text") as bar:
@@ -259,44 +290,101 @@ def evaluate(
     seconds = time.perf_counter() - t0
     evaluation = evaluate_predictions(dataset.labels, predicted, labels)
     output = output or Path("reports") / name.replace(":", "-").replace("/", "_")
+    calibration = _calibration_figures(predictor, dataset.labels, labels, output, f"{name} on {dataset.source}")
     write_report(evaluation, output, f"{name} on {dataset.source}",
-                 {"seconds": round(seconds, 1), "texts_per_second": round(len(dataset) / seconds, 1)})
+                 {"seconds": round(seconds, 1), "texts_per_second": round(len(dataset) / seconds, 1),
+                  "long_texts": describe_long_texts(rule), **cost, **calibration},
+                 figures={"reliability diagram": RELIABILITY_PLOT} if calibration else None)
     print(json.dumps({"model": name, "data": dataset.source, "accuracy": round(evaluation.accuracy, 4),
-                      "macro_f1": round(evaluation.macro_f1, 4), "n": evaluation.n}))
+                      "macro_f1": round(evaluation.macro_f1, 4), "n": evaluation.n,
+                      "long_texts": rule.to_dict(), **cost,
+                      **({"ece": round(calibration["ece"], 4)} if calibration else {})}))
     console.print(f"report: {output / 'report.md'}")
 
 
-def _predictor(model: str, variant: Optional[str]):
-    """(texts -> labels, label list, display name) for a bundle, store tag or checkpoint."""
+def _predictor(model: str, variant: Optional[str], long_texts: Optional[str], max_windows: Optional[int]):
+    """(texts -> labels, label list, display name, long-text rule, cost figures filled as it
+    predicts) for a bundle, store tag or checkpoint; the rule is the one it records unless
+    ``long_texts`` / ``max_windows`` override it (then the name says so)."""
+    from service.bundle import BundleError, override_long_texts, resolve_bundle
+
+    overridden = "".join(f"-{part}" for part in (long_texts, max_windows and f"{max_windows}windows") if part)
     path = Path(model)
     if path.is_dir() and (path / "config.json").is_file() and not (path / "manifest.json").is_file():
         if variant:
             raise UserError("--variant applies to bundles; a checkpoint is evaluated with PyTorch.")
-        return _torch_predictor(path)
-    from service.bundle import BundleError, resolve_bundle
+        from train.finetune import trained_long_texts
+
+        rule = override_long_texts(trained_long_texts(path), long_texts, max_windows)
+        predict, labels, name = _torch_predictor(path, rule)
+        return predict, labels, name + overridden, rule, {}
     from service.engine import Engine
 
     try:
         bundle = resolve_bundle(model)
+        rule = override_long_texts(bundle.long_texts, long_texts, max_windows)
         # a variant named on purpose is measured even when the export failed it (to see by how much)
-        engine = Engine(bundle, variant=variant, allow_failed=variant is not None)
+        engine = Engine(bundle, variant=variant, allow_failed=variant is not None, long_texts=rule)
     except BundleError as exc:
         raise UserError(str(exc)) from exc
     if bundle.verdict(engine.variant) == "failed":
         console.print(f"[yellow]note:[/] variant {engine.variant} failed the export's checks and is never "
                       f"served ({bundle.variants[engine.variant].get('failure')})", highlight=False)
-    predict = lambda texts: [p.label for p in engine.predict(texts)]
-    return predict, engine.labels, f"{bundle.task}-{engine.variant}"
+    # what the rule costs: texts over max_length tokens, and the model inputs made of them
+    cost = {"texts_over_max_length": 0, "long_text_windows": 0, "model_inputs": 0}
+    logits: list = []  # every text's, for the calibration figures (_calibration_figures)
+
+    def predict(texts: list[str]) -> list[str]:
+        result = engine.run(texts)
+        logits.append(result.logits)
+        long = [n for n, cut in zip(result.windows, result.truncated) if n > 1 or cut]
+        cost["texts_over_max_length"] += len(long)
+        cost["long_text_windows"] += sum(long)
+        cost["model_inputs"] += sum(result.windows)
+        return [p.label for p in result.predictions]
+
+    predict.logits, predict.temperature = logits, engine.temperature
+    return predict, engine.labels, f"{bundle.task}-{engine.variant}{overridden}", engine.long_texts, cost
 
 
-def _torch_predictor(path: Path):
+RELIABILITY_PLOT = "reliability.png"
+
+
+def _calibration_figures(predictor, truth: list[str], labels: list[str], output: Path, title: str) -> dict:
+    """ECE of the scores as served (softmax of the logits over the bundle's temperature) and with
+    no temperature, and the reliability diagram of both; {} for a checkpoint (PyTorch's scores are
+    never served)."""
+    if not hasattr(predictor, "logits"):
+        return {}
+    import numpy as np
+
+    from export.calibration import (
+        BINS,
+        expected_calibration_error,
+        reliability,
+        reliability_diagram,
+        softmax,
+    )
+
+    logits, temperature = np.concatenate(predictor.logits), predictor.temperature
+    index = {label: i for i, label in enumerate(labels)}
+    label_ids = np.array([index[label] for label in truth])
+    served, plain = softmax(logits, temperature), softmax(logits)
+    reliability_diagram(plain, served if temperature != 1.0 else None, label_ids, output / RELIABILITY_PLOT,
+                        title, names=("uncalibrated (T = 1)", f"as served (T = {temperature:.3g})"))
+    return {"temperature": temperature, "ece": expected_calibration_error(served, label_ids),
+            "ece_uncalibrated": expected_calibration_error(plain, label_ids), "ece_bins": BINS,
+            "reliability": reliability(served, label_ids)}
+
+
+def _torch_predictor(path: Path, rule):
     import torch
 
     from core.system import available_cores
     from train.finetune import torch_predictor, trained_max_length
 
     torch.set_num_threads(available_cores())
-    predict, labels = torch_predictor(path, trained_max_length(path))
+    predict, labels = torch_predictor(path, trained_max_length(path), rule)
     return predict, labels, f"{path.name}-pytorch"
 
 
@@ -350,6 +438,11 @@ def score(
     threads: Optional[int] = typer.Option(None, envvar="TEXTCLS_THREADS", help="In process: ONNX "
                                           "Runtime threads. Default: $TEXTCLS_THREADS, else the cores "
                                           "this process may use (set it to a Kubernetes CPU limit)."),
+    long_texts: Optional[LongTexts] = typer.Option(None, help="In process: what the model reads of a "
+                                                   "text over its max_length tokens (truncate, head_tail, "
+                                                   "chunk). Default: the rule the bundle records."),
+    max_windows: Optional[int] = typer.Option(None, min=1, help="In process, chunk: windows per text "
+                                              "at most. Default: the bundle's."),
 ) -> None:
     """Score a file of texts: every row comes back with its predicted label and score, in input
     order. Killed and run again with the same arguments, it resumes where it stopped."""
@@ -363,6 +456,7 @@ def score(
             request_size=request_size, retries=retries, shard_index=shard_index, num_shards=num_shards,
             chunk_size=chunk_size, work_dir=work_dir, restart=restart, overwrite=overwrite,
             device=device.value, threads=threads,
+            long_texts=long_texts.value if long_texts else None, max_windows=max_windows,
         ), progress=bar)
     except _config_errors() as exc:
         bar.close()

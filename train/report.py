@@ -62,8 +62,10 @@ def evaluate(y_true: list[str], y_pred: list[str], labels: list[str]) -> Evaluat
     )
 
 
-def write_report(evaluation: Evaluation, out_dir: str | Path, title: str, extra: dict | None = None) -> Path:
-    """report.json, report.md and confusion_matrix.png in out_dir; returns out_dir."""
+def write_report(evaluation: Evaluation, out_dir: str | Path, title: str, extra: dict | None = None,
+                 figures: dict[str, str] | None = None) -> Path:
+    """report.json, report.md and confusion_matrix.png in out_dir; returns out_dir. ``figures``:
+    caption -> file name of further images the caller wrote in out_dir, shown in report.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"title": title, **evaluation.to_dict(), **(extra or {})}
@@ -77,6 +79,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path, title: str, extra:
     ]
     lines += [f"- {k}: {v}" for k, v in (extra or {}).items() if not isinstance(v, (dict, list))]
     lines += ["", "```", evaluation.report_text.rstrip(), "```", "", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += [line for caption, file in (figures or {}).items() for line in (f"![{caption}]({file})", "")]
     (out / "report.md").write_text("\n".join(lines))
     plot_confusion(evaluation, out / "confusion_matrix.png", title)
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.long_texts import LongTextRule
 from service.engine import BatchResult, Prediction
 from service.settings import load_settings
 
@@ -40,6 +41,7 @@ class FakeEngine:
     provider = "CPUExecutionProvider"
     variant = "fake"
     version = "fake0001"
+    long_texts = LongTextRule()
 
     def __init__(self, task: str, *, delay: float = 0.0, fail_on: str | None = None) -> None:
         self.task = task
@@ -63,7 +65,8 @@ class FakeEngine:
         preds = [Prediction(**fake_prediction(self.task, t)) for t in texts]
         tokens = sum(len(t.split()) + 2 for t in texts)
         return BatchResult(predictions=preds, tokenize_seconds=0.0001, inference_seconds=0.0002,
-                           tokens=tokens, padded_tokens=tokens, truncated=[False] * len(texts))
+                           tokens=tokens, padded_tokens=tokens, truncated=[False] * len(texts),
+                           windows=[1] * len(texts))
 
     def warmup(self) -> None:
         self.warmed = True

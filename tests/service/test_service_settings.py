@@ -52,6 +52,9 @@ def test_environment_variables_with_the_prefix_override_defaults(monkeypatch, tm
     ("TEXTCLS_THREADS", "many", "valid integer"),
     ("TEXTCLS_TOPIC_MODEL", "./no/such/bundle", "no bundle directory"),
     ("TEXTCLS_SENTIMENT_MODEL", "Not A Tag", "neither a model store tag"),
+    ("TEXTCLS_LONG_TEXTS", "split", "'split' is not a long-text rule: give truncate, head_tail, chunk"),
+    ("TEXTCLS_MAX_WINDOWS", "0", "greater than or equal to 1"),
+    ("TEXTCLS_MAX_WINDOWS", "four", "valid integer"),
 ])
 def test_a_bad_value_fails_with_the_variable_named(monkeypatch, name, value, phrase):
     monkeypatch.setenv(name, value)
@@ -60,12 +63,33 @@ def test_a_bad_value_fails_with_the_variable_named(monkeypatch, name, value, phr
     assert f"{name}={value}" in str(err.value) and phrase in str(err.value)
 
 
+def test_the_long_text_settings_are_empty_for_the_bundles_rule_or_override_it(monkeypatch):
+    s = load_settings()
+    assert (s.long_texts, s.max_windows) == ("", None)
+    monkeypatch.setenv("TEXTCLS_LONG_TEXTS", "")  # as the Kubernetes ConfigMap sets them
+    monkeypatch.setenv("TEXTCLS_MAX_WINDOWS", "")
+    s = load_settings()
+    assert (s.long_texts, s.max_windows) == ("", None)
+    monkeypatch.setenv("TEXTCLS_LONG_TEXTS", " head_tail ")
+    monkeypatch.setenv("TEXTCLS_MAX_WINDOWS", "8")
+    s = load_settings()
+    assert (s.long_texts, s.max_windows) == ("head_tail", 8)
+
+
 def test_the_service_refuses_to_start_on_bad_settings():
     env = {**os.environ, "TEXTCLS_MAX_LATENCY_MS": "0"}
     result = subprocess.run([sys.executable, "-c", "import service.service"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "TEXTCLS_MAX_LATENCY_MS=0" in result.stderr
+
+
+def test_the_service_refuses_to_start_on_an_unknown_long_text_rule():
+    env = {**os.environ, "TEXTCLS_LONG_TEXTS": "middle"}
+    result = subprocess.run([sys.executable, "-c", "import service.service"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "TEXTCLS_LONG_TEXTS=middle: 'middle' is not a long-text rule" in result.stderr
 
 
 @pytest.mark.anyio

@@ -1,0 +1,262 @@
+"""Temperature scaling of the served scores (export/calibration.py): the fit and the ECE on
+synthetic scores whose calibration is known, then through the export, the engine and `evaluate`
+on the session's tiny bundles (fixtures in conftest)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TASK_ARCH, demo_files
+from export.calibration import (
+    CalibrationResult,
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    reliability,
+    reliability_diagram,
+    softmax,
+)
+from textcls.cli import app
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def calibrated_sample(n: int = 4000, classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits) itself: calibrated by construction (T = 1)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, size=(n, classes))
+    probs = softmax(logits)
+    labels = (rng.random(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
+    return logits, labels
+
+
+# --- the method, on synthetic scores ----------------------------------------------------------
+
+def test_the_fit_recovers_a_known_temperature():
+    logits, labels = calibrated_sample()
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.08)
+    # logits three times too large: over-confident; dividing by T = 3 undoes it
+    assert fit_temperature(3 * logits, labels) == pytest.approx(3.0, rel=0.08)
+    assert fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.08)
+
+
+def test_the_ece_of_over_confident_scores_is_large_and_falls_after_the_fit():
+    logits, labels = calibrated_sample()
+    over = 3 * logits
+    assert expected_calibration_error(softmax(over), labels) > 0.1
+    result = calibrate(over, labels)
+    assert isinstance(result, CalibrationResult)
+    assert result.ece_before == pytest.approx(expected_calibration_error(softmax(over), labels))
+    assert result.ece_after < 0.03 and result.ece_before > 0.1
+    assert result.nll_after < result.nll_before
+    assert result.nll_after == pytest.approx(nll(over, labels, result.temperature))
+    assert (result.n, result.bins, result.at_bound) == (len(labels), 15, False)
+    # a temperature never changes a label
+    assert (softmax(over, result.temperature).argmax(1) == over.argmax(1)).all()
+    assert json.loads(json.dumps(result.to_dict()))["temperature"] == result.temperature
+
+
+def test_the_ece_of_calibrated_scores_is_small():
+    logits, labels = calibrated_sample()
+    assert expected_calibration_error(softmax(logits), labels) < 0.03
+
+
+def test_the_ece_is_the_binned_gap_between_accuracy_and_score():
+    # 10 texts all scored 0.9: 9 right is perfect, 5 right is 0.4 off
+    probs = np.tile([0.9, 0.1], (10, 1))
+    assert expected_calibration_error(probs, np.array([0] * 9 + [1])) == pytest.approx(0.0)
+    assert expected_calibration_error(probs, np.array([0] * 5 + [1] * 5)) == pytest.approx(0.4)
+    # two bins: 0.6 (2 of 4 right, gap 0.1) and 0.95 (4 of 4 right, gap 0.05), weighted by count
+    probs = np.array([[0.6, 0.4]] * 4 + [[0.05, 0.95]] * 4)
+    labels = np.array([0, 0, 1, 1, 1, 1, 1, 1])
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.5 * 0.1 + 0.5 * 0.05)
+    table = reliability(probs, labels)
+    assert len(table) == 15 and sum(row["count"] for row in table) == 8
+    filled = [row for row in table if row["count"]]
+    assert [(row["count"], row["confidence"], row["accuracy"]) for row in filled] == [
+        (4, pytest.approx(0.6), 0.5), (4, pytest.approx(0.95), 1.0)]
+    assert all(row["lower"] < row["confidence"] <= row["upper"] for row in filled)
+    assert table[0]["confidence"] is None and table[0]["accuracy"] is None
+
+
+def test_the_reliability_diagram_writes_a_png(tmp_path):
+    logits, labels = calibrated_sample(n=500)
+    t = fit_temperature(3 * logits, labels)
+    two = reliability_diagram(softmax(3 * logits), softmax(3 * logits, t), labels, tmp_path / "a" / "r.png",
+                              "synthetic")
+    one = reliability_diagram(softmax(logits), None, labels, tmp_path / "one.png", "synthetic, one panel")
+    for path in (two, one):
+        data = path.read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000
+
+
+@pytest.mark.parametrize("logits, labels, message", [
+    (np.zeros((1, 3)), [0], "at least 2 labelled texts"),
+    (np.array([[0.0, np.nan], [1.0, 0.0], [0.0, 1.0]]), [0, 0, 1], "1 of 3 texts have non-finite"),
+    (np.array([[0.0, np.inf], [1.0, 0.0]]), [0, 0], "non-finite"),
+    (np.zeros(4), [0, 1, 0, 1], r"\(texts, classes\) array"),
+    (np.zeros((4, 1)), [0, 0, 0, 0], "at least 2 classes"),
+    (np.zeros((4, 2)), [0, 1, 0], "one label id per text"),
+    (np.zeros((4, 2)), [0, 1, 2, 0], r"must lie in \[0, 2\)"),
+    (np.zeros((4, 2)), [0.0, 1.0, 0.0, 1.0], "must be integers"),
+])
+def test_the_fit_refuses_what_it_cannot_calibrate(logits, labels, message):
+    with pytest.raises(ValueError, match=message):
+        fit_temperature(logits, np.asarray(labels))
+
+
+@pytest.mark.parametrize("probs, labels, bins, message", [
+    (np.array([[2.0, -1.0], [0.0, 1.0]]), [0, 1], 15, r"probabilities in \[0, 1\]"),
+    (np.array([[0.2, 0.2], [0.5, 0.5]]), [0, 1], 15, "must sum to 1"),
+    (np.array([[np.nan, 0.5], [0.5, 0.5]]), [0, 1], 15, "finite"),
+    (np.zeros((0, 2)), [], 15, "no texts"),
+    (np.array([[0.5, 0.5]]), [0], 0, "bins must be a positive integer"),
+    (np.array([[0.5, 0.5]]), [0, 1], 15, "one label id per text"),
+])
+def test_the_ece_refuses_what_is_not_scores(probs, labels, bins, message):
+    with pytest.raises(ValueError, match=message):
+        expected_calibration_error(probs, np.asarray(labels, dtype=np.int64), bins)
+    with pytest.raises(ValueError, match=message):
+        reliability(probs, np.asarray(labels, dtype=np.int64), bins)
+
+
+def test_a_degenerate_fit_says_it_hit_the_bound():
+    # every text right by a wide margin: the likelihood keeps rising as T falls
+    logits = np.array([[5.0, 0.0], [0.0, 5.0]] * 10)
+    labels = np.array([0, 1] * 10)
+    result = calibrate(logits, labels)
+    assert result.at_bound and result.temperature == pytest.approx(0.05, rel=1e-2)
+
+
+def test_the_export_turns_a_calibration_failure_into_a_user_error(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from core.errors import UserError
+    from export import bundle_export
+    from service.engine import BatchResult
+    from train.data import LabelledData
+
+    class NaNEngine:  # a model whose outputs are not numbers
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, texts):
+            return BatchResult(predictions=[], logits=np.full((len(texts), 2), np.nan, np.float32))
+
+    monkeypatch.setattr(bundle_export, "Engine", NaNEngine)
+    bundle = SimpleNamespace(labels=["negative", "positive"], task="sentiment")
+    data = LabelledData(texts=["a", "b", "c"], labels=["negative", "positive", "negative"], source="dev.csv")
+    config = bundle_export.ExportConfig(checkpoint=tmp_path, task="sentiment")
+    with pytest.raises(UserError, match="cannot calibrate the int8 variant's scores on dev.csv: 3 of 3 texts "
+                                        "have non-finite.*--no-calibrate"):
+        bundle_export._calibration(bundle, "int8", data, config, tmp_path, lambda msg: None)
+    assert not (tmp_path / bundle_export.CALIBRATION_PLOT).exists()
+
+
+# --- through the export, the engine and `evaluate` ---------------------------------------------
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_the_export_fits_the_served_variants_temperature(tiny_manifests, tiny_bundles, task):
+    from service.bundle import TOKENIZER, Bundle
+    from train.data import load_labelled
+
+    manifest = tiny_manifests[task]
+    calibration = manifest["calibration"]
+    dev = demo_files(task)[1]
+    assert calibration["variant"] == manifest["cpu_variant"]
+    assert calibration["fitted_on"] == load_labelled(dev).source
+    assert calibration["n"] == len(load_labelled(dev)) and calibration["bins"] == 15
+    assert calibration["temperature"] != 1.0 and 0.05 <= calibration["temperature"] <= 20
+    assert calibration["nll_after"] <= calibration["nll_before"]
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+    assert manifest["timings"]["calibration_seconds"] >= 0
+
+    bundle = Bundle.load(tiny_bundles[task])  # the stored copy: what the service reads
+    assert bundle.temperature == calibration["temperature"]
+    plot = bundle.path / calibration["plot"]
+    assert plot.read_bytes().startswith(PNG)
+    # the plot is written after the file hashes: not among them, and the served files still verify
+    assert calibration["plot"] not in bundle.file_hashes
+    assert bundle.verify([bundle.variants[manifest["cpu_variant"]]["file"], TOKENIZER])
+
+
+@pytest.mark.parametrize("task", sorted(TASK_ARCH))
+def test_the_engine_serves_calibrated_scores_with_the_same_labels(tiny_bundles, task):
+    from service.bundle import Bundle
+    from service.engine import Engine
+    from train.data import load_labelled
+
+    bundle = Bundle.load(tiny_bundles[task])
+    texts = load_labelled(demo_files(task)[1]).texts[:48]
+    served = Engine(bundle, device="cpu").run(texts)
+    plain = Engine(bundle, device="cpu", calibrated=False).run(texts)
+    t = bundle.temperature
+    assert [p.label for p in served.predictions] == [p.label for p in plain.predictions]
+    np.testing.assert_allclose(served.logits, plain.logits)  # logits stay raw
+    served_scores = np.array([p.score for p in served.predictions])
+    plain_scores = np.array([p.score for p in plain.predictions])
+    np.testing.assert_allclose(served_scores, softmax(served.logits, t).max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(plain_scores, softmax(plain.logits).max(axis=1), rtol=1e-5)
+    # T > 1 softens every score, T < 1 sharpens it
+    assert ((served_scores < plain_scores) if t > 1 else (served_scores > plain_scores)).mean() > 0.9
+
+
+def test_evaluate_reports_the_ece_of_the_served_scores(tiny_bundles, tiny_manifests, tmp_path):
+    task = "sentiment"
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", str(tiny_bundles[task]), "--data", demo_files(task)[1],
+                                 "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    calibration = tiny_manifests[task]["calibration"]
+    # the same texts, variant and batches as the export's fit: the same figure
+    assert summary["ece"] == pytest.approx(calibration["ece_after"], abs=1e-4)
+    report = json.loads((out / "report.json").read_text())
+    assert report["temperature"] == calibration["temperature"]
+    assert report["ece_uncalibrated"] == pytest.approx(calibration["ece_before"], abs=1e-4)
+    assert sum(row["count"] for row in report["reliability"]) == report["n"]
+    assert (out / "reliability.png").read_bytes().startswith(PNG)
+    assert "![reliability diagram](reliability.png)" in (out / "report.md").read_text()
+
+
+def test_the_export_summary_prints_the_temperature_and_the_ece(tiny_manifests, capsys):
+    from textcls import cli
+
+    cli._print_variants(tiny_manifests["sentiment"])
+    err = capsys.readouterr().err
+    calibration = tiny_manifests["sentiment"]["calibration"]
+    assert f"temperature {calibration['temperature']:.3f}" in err
+    assert f"ECE {100 * calibration['ece_before']:.1f}% -> {100 * calibration['ece_after']:.1f}%" in err
+
+
+@pytest.mark.parametrize("extra, reason", [
+    ([], "no --eval-data: not calibrated"),
+    (["--eval-data", demo_files("sentiment")[1], "--no-calibrate"], "--no-calibrate"),
+])
+def test_without_eval_data_or_with_no_calibrate_the_temperature_is_1(tiny_checkpoints, tmp_path, extra, reason):
+    from service.bundle import Bundle
+
+    result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                 "--variants", "fp32", "--no-save", "--output", str(tmp_path / "b"), *extra])
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.manifest["calibration"] == {"temperature": 1.0, "fitted_on": None, "reason": reason}
+    assert bundle.temperature == 1.0
+    assert not (tmp_path / "b" / "calibration.png").exists()
+    assert "scores not calibrated (temperature 1.0)" in result.output
+
+
+def test_the_export_refuses_to_calibrate_on_one_text(tiny_checkpoints, tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\nA fine film.,positive\n")
+    result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                 "--eval-data", str(one), "--no-save", "--output", str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output
+    assert "needs at least 2" in result.output and "--no-calibrate" in result.output
+    assert not (tmp_path / "b").exists()  # refused before any work
