@@ -28,7 +28,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from core.errors import BoundError, UserError
 from core.long_texts import LongTextRule
 from core.system import available_cores
-from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files
+from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files, override_long_texts
 from service.engine import CPU, Engine
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
@@ -405,9 +405,7 @@ def export_long_texts(ckpt: Path, config: ExportConfig) -> LongTextRule:
     """The long-text rule the bundle records: the training run's, or the one the export names."""
     from train.finetune import trained_long_texts
 
-    trained = trained_long_texts(ckpt)
-    return replace(trained, rule=config.long_texts or trained.rule,
-                   max_windows=config.max_windows or trained.max_windows)
+    return override_long_texts(trained_long_texts(ckpt), config.long_texts, config.max_windows)
 
 
 def _check_variant(bundle, variant: str, samples: list[str], reference: Reference, eval_data,

@@ -384,18 +384,21 @@ def torch_predictor(path: Path, max_length: int, rule: LongTextRule | None = Non
 
 def trained_long_texts(path: Path) -> LongTextRule:
     """The long-text rule a checkpoint was trained with (its textcls_train.json), else truncate."""
+    config = _trained_config(path)
+    names = {"long_texts": "rule", "max_windows": "max_windows", "window_overlap": "overlap",
+             "head_tokens": "head"}  # TrainConfig's field -> LongTextRule's
+    return LongTextRule.from_dict({ours: config[theirs] for theirs, ours in names.items() if theirs in config})
+
+
+def _trained_config(path: Path) -> dict:
+    """The settings a checkpoint was trained with (its textcls_train.json), else none."""
     info = Path(path) / TRAIN_INFO
-    config = json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
-    return LongTextRule(rule=config.get("long_texts", "truncate"),
-                        max_windows=config.get("max_windows", 4),
-                        overlap=config.get("window_overlap", 32), head=config.get("head_tokens", 32))
+    return json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
 
 
 def trained_max_length(path: Path, default: int = 128) -> int:
     """The max_length a checkpoint was trained with (its textcls_train.json), else `default`."""
-    info = Path(path) / TRAIN_INFO
-    config = json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
-    return int(config.get("max_length") or default)
+    return int(_trained_config(path).get("max_length") or default)
 
 
 def predict_in_chunks(predict, texts: list[str], size: int = EVAL_BATCH_SIZE) -> list:

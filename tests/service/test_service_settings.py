@@ -76,20 +76,16 @@ def test_the_long_text_settings_are_empty_for_the_bundles_rule_or_override_it(mo
     assert (s.long_texts, s.max_windows) == ("head_tail", 8)
 
 
-def test_the_service_refuses_to_start_on_bad_settings():
-    env = {**os.environ, "TEXTCLS_MAX_LATENCY_MS": "0"}
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("TEXTCLS_MAX_LATENCY_MS", "0", "TEXTCLS_MAX_LATENCY_MS=0"),
+    ("TEXTCLS_LONG_TEXTS", "middle", "TEXTCLS_LONG_TEXTS=middle: 'middle' is not a long-text rule"),
+])
+def test_the_service_refuses_to_start_on_bad_settings(name, value, message):
+    env = {**os.environ, name: value}
     result = subprocess.run([sys.executable, "-c", "import service.service"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert "TEXTCLS_MAX_LATENCY_MS=0" in result.stderr
-
-
-def test_the_service_refuses_to_start_on_an_unknown_long_text_rule():
-    env = {**os.environ, "TEXTCLS_LONG_TEXTS": "middle"}
-    result = subprocess.run([sys.executable, "-c", "import service.service"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert "TEXTCLS_LONG_TEXTS=middle: 'middle' is not a long-text rule" in result.stderr
+    assert message in result.stderr
 
 
 @pytest.mark.anyio
