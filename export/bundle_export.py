@@ -502,9 +502,13 @@ def _calibration(bundle: Bundle, variant: str, eval_data, config: ExportConfig, 
              "ece_after": result.ece_after, "nll_before": result.nll_before,
              "nll_after": result.nll_after, "plot": CALIBRATION_PLOT}
     if result.at_bound:
+        # a degenerate fit (T = 0.05 makes every score 1.0) is recorded, never applied
+        entry.update(temperature=1.0, fitted_temperature=result.temperature, ece_after=result.ece_before,
+                     nll_after=result.nll_before)
         entry["note"] = ("the fitted temperature is at the bound of the search: the likelihood "
                          "keeps improving beyond it (e.g. every text of the file is right), so "
-                         "the fit says little; calibrate on a larger or harder file")
+                         "the fit says little and is not applied (T = 1); calibrate on a larger or "
+                         "harder file")
     return entry
 
 

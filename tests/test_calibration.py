@@ -260,3 +260,24 @@ def test_the_export_refuses_to_calibrate_on_one_text(tiny_checkpoints, tmp_path)
     assert result.exit_code == 2, result.output
     assert "needs at least 2" in result.output and "--no-calibrate" in result.output
     assert not (tmp_path / "b").exists()  # refused before any work
+
+
+def test_a_fit_at_the_bound_is_recorded_but_not_applied(tiny_bundles, monkeypatch, tmp_path):
+    """The demo models get every demo dev text right: the NLL keeps falling as T -> 0, and T = 0.05
+    would turn every served score into 1.0."""
+    from dataclasses import replace
+
+    from export import bundle_export, calibration
+    from service.bundle import Bundle
+    from train.data import load_labelled
+
+    real = calibration.calibrate
+    monkeypatch.setattr(calibration, "calibrate",
+                        lambda *a, **k: replace(real(*a, **k), temperature=calibration.T_MIN, at_bound=True))
+    bundle = Bundle.load(tiny_bundles["topic"])
+    config = bundle_export.ExportConfig(checkpoint=tmp_path, task="topic")
+    entry = bundle_export._calibration(bundle, bundle.manifest["cpu_variant"],
+                                       load_labelled(demo_files("topic")[1]), config, tmp_path, lambda m: None)
+    assert entry["temperature"] == 1.0 and entry["fitted_temperature"] == calibration.T_MIN
+    assert (entry["ece_after"], entry["nll_after"]) == (entry["ece_before"], entry["nll_before"])
+    assert "not applied" in entry["note"]
