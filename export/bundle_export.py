@@ -40,7 +40,8 @@ from core.errors import BoundError, UserError
 from core.long_texts import LongTextRule
 from core.system import available_cores
 from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files, override_long_texts
-from service.engine import CPU, Engine
+from export.calibration import MIN_POOLED
+from service.engine import CPU, Engine, reading_temperatures
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
 
@@ -94,6 +95,8 @@ class ExportConfig(BaseModel):
                          "variant fails, instead of storing it without the failed variants")
     calibrate: bool = Field(True, description="with eval_data: fit the softmax temperature of the "
                             "served CPU variant on it (export/calibration.py); the engine applies it")
+    calibration_data: list[str] = Field(default_factory=list, description="labelled files to fit "
+                                        "the temperatures on, together; default: eval_data")
     save: bool = Field(True, description="save the bundle into the BentoML model store")
 
 
@@ -120,9 +123,18 @@ def export(config: ExportConfig, progress=None) -> dict:
         eval_data = load_labelled(config.eval_data, text_column=config.text_column,
                                   label_column=config.label_column, split="test")
         check_known_labels(eval_data, labels)
-        if config.calibrate and len(eval_data) < 2:
-            raise UserError(f"{eval_data.source} has {len(eval_data)} labelled text; fitting the "
-                            "calibration temperature needs at least 2 (or pass --no-calibrate).")
+    calibration_sets = []
+    if config.calibrate:
+        for path in config.calibration_data:
+            data = load_labelled(path, text_column=config.text_column, label_column=config.label_column,
+                                 split="test")
+            check_known_labels(data, labels)
+            calibration_sets.append(data)
+        if not calibration_sets and eval_data is not None:
+            calibration_sets = [eval_data]
+        if calibration_sets and sum(len(d) for d in calibration_sets) < 2:
+            raise UserError(f"{', '.join(d.source for d in calibration_sets)}: fitting the calibration "
+                            "temperature needs at least 2 labelled texts (or pass --no-calibrate).")
     samples = _sample_texts(config.task, eval_data, config.samples, max_length)
 
     out = Path(config.output or Path("bundles") / config.task)
@@ -194,7 +206,8 @@ def export(config: ExportConfig, progress=None) -> dict:
     manifest["gpu_variant"] = "fp16" if fp16 and fp16["verdict"] != FAILED else None
     if manifest["cpu_variant"] is not None:  # else refused below: nothing to calibrate
         t0 = time.perf_counter()
-        manifest["calibration"] = _calibration(bundle, manifest["cpu_variant"], eval_data, config, out, step)
+        manifest["calibration"] = _calibration(bundle, manifest["cpu_variant"], calibration_sets, config,
+                                               out, step)
         timings["calibration_seconds"] = round(time.perf_counter() - t0, 1)
     manifest["timings"] = timings
     _write_manifest(out, manifest)
@@ -467,48 +480,78 @@ def _check_variant(bundle, variant: str, samples: list[str], reference: Referenc
 CALIBRATION_PLOT = "calibration.png"
 
 
-def _calibration(bundle: Bundle, variant: str, eval_data, config: ExportConfig, out: Path, step) -> dict:
-    """The manifest's calibration entry: the temperature fitted on the evaluation file for the
-    served CPU variant, with ECE and NLL before and after (on that same file), and its reliability
-    diagram in the bundle directory. Without evaluation data (or with calibrate off): T = 1.
+def _calibration(bundle: Bundle, variant: str, datasets: list, config: ExportConfig, out: Path, step) -> dict:
+    """The manifest's calibration entry: the temperatures fitted on the calibration files (the
+    evaluation file by default) for the served CPU variant, one for texts read in one window and
+    one for texts read through several (export/calibration.py), with ECE and NLL before and after
+    on those texts, overall and per file, the ECE a perfectly calibrated model would show there
+    (``ece_floor``), and the reliability diagram in the bundle directory. Without calibration
+    data (or with calibrate off): T = 1.
 
     calibration.png is written after the manifest's file hashes: it is a report, never read by the
     engine, so nothing verifies it."""
-    from export.calibration import BINS, calibrate, reliability_diagram, softmax
+    from export.calibration import BINS, calibrate_by_reading, ece_floor, expected_calibration_error, nll, \
+        reliability_diagram, softmax
 
-    if eval_data is None or not config.calibrate:
-        reason = "no --eval-data: not calibrated" if eval_data is None else "--no-calibrate"
+    if not datasets or not config.calibrate:
+        reason = "--no-calibrate" if not config.calibrate else "no --eval-data or --calibration-data: not calibrated"
         return {"temperature": 1.0, "fitted_on": None, "reason": reason}
-    step(f"fitting the score temperature of {variant} on {len(eval_data)} labelled texts "
+    n = sum(len(d) for d in datasets)
+    sources = [d.source for d in datasets]
+    step(f"fitting the score temperatures of {variant} on {n} labelled texts of {', '.join(sources)} "
          f"(reliability diagram: {out / CALIBRATION_PLOT})")
     # uncalibrated, and in the accuracy check's batches (int8 logits shift with batch neighbours)
     engine = Engine(bundle, variant=variant, device="cpu", calibrated=False)
-    texts = eval_data.texts
-    logits = np.concatenate([engine.run(texts[i : i + EVAL_BATCH_SIZE]).logits
-                             for i in range(0, len(texts), EVAL_BATCH_SIZE)])
     index = {label: i for i, label in enumerate(bundle.labels)}
-    label_ids = np.array([index[label] for label in eval_data.labels])
+    logits, windows, label_ids, owner = [], [], [], []
+    for k, data in enumerate(datasets):
+        for i in range(0, len(data), EVAL_BATCH_SIZE):
+            result = engine.run(data.texts[i : i + EVAL_BATCH_SIZE])
+            logits.append(result.logits)
+            windows += result.windows
+        label_ids += [index[label] for label in data.labels]
+        owner += [k] * len(data)
+    logits, windows = np.concatenate(logits), np.asarray(windows)
+    label_ids, owner = np.asarray(label_ids), np.asarray(owner)
     try:
-        result = calibrate(logits, label_ids, BINS)
+        fit = calibrate_by_reading(logits, label_ids, windows, BINS)
     except ValueError as exc:
-        raise UserError(f"cannot calibrate the {variant} variant's scores on {eval_data.source}: "
+        raise UserError(f"cannot calibrate the {variant} variant's scores on {', '.join(sources)}: "
                         f"{exc}. Pass --no-calibrate to export without it.") from exc
-    reliability_diagram(softmax(logits), softmax(logits, result.temperature), label_ids,
-                        out / CALIBRATION_PLOT, f"{bundle.task} ({variant}) on {eval_data.source}",
-                        bins=result.bins,
-                        names=("uncalibrated (T = 1)", f"calibrated (T = {result.temperature:.3g})"))
-    entry = {"temperature": result.temperature, "variant": variant, "fitted_on": eval_data.source,
-             "n": result.n, "bins": result.bins, "ece_before": result.ece_before,
-             "ece_after": result.ece_after, "nll_before": result.nll_before,
-             "nll_after": result.nll_after, "plot": CALIBRATION_PLOT}
-    if result.at_bound:
-        # a degenerate fit (T = 0.05 makes every score 1.0) is recorded, never applied
-        entry.update(temperature=1.0, fitted_temperature=result.temperature, ece_after=result.ece_before,
-                     nll_after=result.nll_before)
-        entry["note"] = ("the fitted temperature is at the bound of the search: the likelihood "
-                         "keeps improving beyond it (e.g. every text of the file is right), so "
-                         "the fit says little and is not applied (T = 1); calibrate on a larger or "
-                         "harder file")
+    entry: dict = {"variant": variant, "fitted_on": sources, "n": n, "n_windows": int((windows > 1).sum()),
+                   "bins": BINS, "plot": CALIBRATION_PLOT}
+    # a degenerate fit (T = 0.05 makes every score 1.0) is recorded, never applied
+    one, pooled = fit.one.temperature, fit.window_temperature
+    if fit.one.at_bound:
+        entry["fitted_temperature"], one = one, 1.0
+    if fit.pooled is not None and fit.pooled.at_bound:
+        entry["fitted_window_temperature"], pooled = pooled, one
+    elif fit.pooled is None:
+        pooled = one
+    if fit.one.at_bound or (fit.pooled is not None and fit.pooled.at_bound):
+        entry["note"] = ("a fitted temperature is at the bound of the search: the likelihood keeps "
+                         "improving beyond it (e.g. every text of the file is right), so the fit says "
+                         "little and is not applied (T = 1); calibrate on a larger or harder file")
+    if fit.pooled is None and entry["n_windows"]:
+        entry["window_note"] = (f"{entry['n_windows']} texts read through several windows, fewer than "
+                                f"the {MIN_POOLED} their own temperature needs: they share the one-window one")
+    temperatures = reading_temperatures(windows, one, pooled)  # as the engine will
+    before, after = softmax(logits), softmax(logits, temperatures)
+
+    def figures(rows) -> dict:
+        return {"ece_before": expected_calibration_error(before[rows], label_ids[rows], BINS),
+                "ece_after": expected_calibration_error(after[rows], label_ids[rows], BINS),
+                "ece_floor": ece_floor(after[rows], BINS)["mean"]}
+
+    entry.update(temperature=one, window_temperature=pooled, **figures(slice(None)),
+                 nll_before=nll(logits, label_ids), nll_after=nll(logits / temperatures[:, None], label_ids))
+    if len(datasets) > 1:
+        entry["files"] = {d.source: {"n": len(d), "n_windows": int((windows[owner == k] > 1).sum()),
+                                     **figures(owner == k)} for k, d in enumerate(datasets)}
+    name = f"T = {one:.3g}" + (f", {pooled:.3g} for texts read in windows" if pooled != one else "")
+    reliability_diagram(before, after, label_ids, out / CALIBRATION_PLOT,
+                        f"{bundle.task} ({variant}) on {', '.join(Path(s).name for s in sources)}",
+                        bins=BINS, names=("uncalibrated (T = 1)", f"calibrated ({name})"))
     return entry
 
 

@@ -82,10 +82,20 @@ class Bundle:
 
     @property
     def temperature(self) -> float:
-        """The softmax temperature the export fitted on the dev file (1.0: not calibrated)."""
-        value = (self.manifest.get("calibration") or {}).get("temperature", 1.0)
-        if not isinstance(value, (int, float)) or not value > 0:
-            raise BundleError(f"{self.path / MANIFEST} has calibration temperature {value!r}; "
+        """The softmax temperature the export fitted on the dev file for texts read in one window
+        (1.0: not calibrated)."""
+        return self._temperature("temperature", 1.0)
+
+    @property
+    def window_temperature(self) -> float:
+        """The temperature of texts read through several windows (their logits averaged); the
+        one-window temperature when the export had too few such texts to fit it (or predates it)."""
+        return self._temperature("window_temperature", self.temperature)
+
+    def _temperature(self, key: str, default: float) -> float:
+        value = (self.manifest.get("calibration") or {}).get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise BundleError(f"{self.path / MANIFEST} has calibration {key} {value!r}; "
                               "it must be a positive number. Re-export the bundle.")
         return float(value)
 

@@ -84,6 +84,12 @@ def choose_provider(device: str = "auto") -> str:
     return CUDA if CUDA in available else CPU
 
 
+def reading_temperatures(windows, temperature: float, window_temperature: float) -> np.ndarray:
+    """Per text: ``window_temperature`` for a text read through several windows (its logits are
+    their mean, a differently scaled statistic), else ``temperature``."""
+    return np.where(np.asarray(windows) > 1, window_temperature, temperature).astype(np.float64)
+
+
 class Engine:
     def __init__(
         self,
@@ -131,7 +137,9 @@ class Engine:
         self.threads = threads or available_cores()
 
         self.long_texts = long_texts or bundle.long_texts
+        # one temperature per reading: texts read in one window, texts pooled from several
         self.temperature = bundle.temperature if calibrated else 1.0
+        self.window_temperature = bundle.window_temperature if calibrated else 1.0
 
         # no truncation here: the long-text rule decides what the model reads
         self.tokenizer = Tokenizer.from_file(str(bundle.path / TOKENIZER))
@@ -151,8 +159,8 @@ class Engine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         log.info(
             "engine for %s: variant=%s provider=%s threads=%d version=%s long_texts=%s "
-            "temperature=%.3f", self.task, self.variant, self.provider, self.threads,
-            self.version, self.long_texts.rule, self.temperature,
+            "temperature=%.3f (windows: %.3f)", self.task, self.variant, self.provider, self.threads,
+            self.version, self.long_texts.rule, self.temperature, self.window_temperature,
         )
 
     @classmethod
@@ -198,7 +206,7 @@ class Engine:
             logits /= np.asarray(windows, dtype=np.float32)[:, None]
 
         return BatchResult(
-            predictions=self.postprocess(logits),
+            predictions=self.postprocess(logits, windows),
             tokenize_seconds=tokenize_seconds,
             inference_seconds=inference_seconds,
             tokens=int(lengths.sum()),
@@ -253,8 +261,15 @@ class Engine:
             feed["token_type_ids"] = np.zeros_like(ids)
         return feed
 
-    def postprocess(self, logits: np.ndarray) -> list[Prediction]:
-        scaled = logits / self.temperature
+    def temperatures(self, windows: list[int] | np.ndarray) -> np.ndarray:
+        """Per text, the temperature its logits are divided by: the window temperature for a
+        text read through several windows, else the one-window temperature."""
+        return reading_temperatures(windows, self.temperature, self.window_temperature)
+
+    def postprocess(self, logits: np.ndarray, windows: list[int] | None = None) -> list[Prediction]:
+        """Predictions from logits (one row per text); ``windows`` None: every text one window."""
+        temperatures = self.temperatures(windows if windows is not None else np.ones(len(logits)))
+        scaled = logits / temperatures[:, None]
         shifted = scaled - scaled.max(axis=1, keepdims=True)
         probs = np.exp(shifted)
         probs /= probs.sum(axis=1, keepdims=True)

@@ -171,7 +171,7 @@ class Explainer:
             rollout[special[idx]] = 0.0
             weights[idx] += rollout / rollout.sum()
             reads[idx] += 1
-        prediction = self.engine.postprocess((logits / len(windows)).astype(np.float32))[0]
+        prediction = self.engine.postprocess((logits / len(windows)).astype(np.float32), [len(windows)])[0]
         matrix = np.divide(matrix, pairs, out=np.zeros_like(matrix), where=pairs > 0)
         matrix /= matrix.sum(axis=1, keepdims=True)  # rows sum to 1 across windows too
         weights /= reads

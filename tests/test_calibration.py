@@ -12,8 +12,11 @@ from typer.testing import CliRunner
 
 from conftest import TASK_ARCH, demo_files
 from export.calibration import (
+    MIN_POOLED,
     CalibrationResult,
     calibrate,
+    calibrate_by_reading,
+    ece_floor,
     expected_calibration_error,
     fit_temperature,
     nll,
@@ -126,6 +129,54 @@ def test_the_ece_refuses_what_is_not_scores(probs, labels, bins, message):
         reliability(probs, np.asarray(labels, dtype=np.int64), bins)
 
 
+def test_texts_read_through_windows_get_their_own_temperature():
+    # one-window texts twice as confident as they should be; pooled texts half as confident
+    logits, labels = calibrated_sample(n=3000)
+    windows = np.where(np.arange(3000) % 3 == 0, 3, 1)
+    scaled = np.where((windows > 1)[:, None], logits / 2, logits * 2)
+    fit = calibrate_by_reading(scaled, labels, windows)
+    assert fit.temperature == pytest.approx(2.0, rel=0.1)
+    assert fit.window_temperature == pytest.approx(0.5, rel=0.1)
+    assert fit.pooled.n == 1000 and fit.one.n == 2000
+    # one temperature for both readings is worse for both
+    single = fit_temperature(scaled, labels)
+    assert 0.5 < single < 2.0
+    for rows, t in ((windows > 1, fit.window_temperature), (windows == 1, fit.temperature)):
+        assert nll(scaled[rows], labels[rows], t) < nll(scaled[rows], labels[rows], single)
+
+
+def test_too_few_texts_read_through_windows_share_the_one_window_temperature():
+    logits, labels = calibrated_sample(n=1000)
+    windows = np.ones(1000, dtype=int)
+    windows[: MIN_POOLED - 1] = 2
+    fit = calibrate_by_reading(3 * logits, labels, windows)
+    assert fit.pooled is None and fit.window_temperature == fit.temperature
+    assert fit.temperature == pytest.approx(3.0, rel=0.1)
+    assert calibrate_by_reading(3 * logits, labels, windows, min_pooled=MIN_POOLED - 1).pooled is not None
+
+
+@pytest.mark.parametrize("windows, message", [
+    ([1, 1, 1], "a window count of at least 1 per text"),
+    ([1, 1, 0, 1], "a window count of at least 1 per text"),
+    ([2, 2, 3, 1], "only 1 of 4 texts fit in one window"),
+])
+def test_the_reading_fit_refuses_bad_window_counts(windows, message):
+    logits, labels = calibrated_sample(n=4)
+    with pytest.raises(ValueError, match=message):
+        calibrate_by_reading(logits, labels, windows)
+
+
+def test_the_ece_floor_is_what_a_calibrated_model_shows_and_shrinks_with_more_texts():
+    small, large = calibrated_sample(n=500, seed=1), calibrated_sample(n=8000, seed=1)
+    floor_small, floor_large = ece_floor(softmax(small[0])), ece_floor(softmax(large[0]))
+    assert floor_large["mean"] < floor_small["mean"] / 2  # the bias falls about as 1 / sqrt(n)
+    assert floor_small["mean"] <= floor_small["p90"] and floor_small["draws"] == 400
+    # a calibrated model's ECE is of the floor's size; an over-confident one's far above it
+    assert expected_calibration_error(softmax(small[0]), small[1]) < 2 * floor_small["p90"]
+    assert expected_calibration_error(softmax(3 * small[0]), small[1]) > 3 * floor_small["p90"]
+    assert ece_floor(softmax(small[0])) == floor_small  # seeded: the same figure every time
+
+
 def test_a_degenerate_fit_says_it_hit_the_bound():
     # every text right by a wide margin: the likelihood keeps rising as T falls
     logits = np.array([[5.0, 0.0], [0.0, 5.0]] * 10)
@@ -147,7 +198,8 @@ def test_the_export_turns_a_calibration_failure_into_a_user_error(tmp_path, monk
             pass
 
         def run(self, texts):
-            return BatchResult(predictions=[], logits=np.full((len(texts), 2), np.nan, np.float32))
+            return BatchResult(predictions=[], logits=np.full((len(texts), 2), np.nan, np.float32),
+                               windows=[1] * len(texts))
 
     monkeypatch.setattr(bundle_export, "Engine", NaNEngine)
     bundle = SimpleNamespace(labels=["negative", "positive"], task="sentiment")
@@ -155,7 +207,7 @@ def test_the_export_turns_a_calibration_failure_into_a_user_error(tmp_path, monk
     config = bundle_export.ExportConfig(checkpoint=tmp_path, task="sentiment")
     with pytest.raises(UserError, match="cannot calibrate the int8 variant's scores on dev.csv: 3 of 3 texts "
                                         "have non-finite.*--no-calibrate"):
-        bundle_export._calibration(bundle, "int8", data, config, tmp_path, lambda msg: None)
+        bundle_export._calibration(bundle, "int8", [data], config, tmp_path, lambda msg: None)
     assert not (tmp_path / bundle_export.CALIBRATION_PLOT).exists()
 
 
@@ -170,7 +222,7 @@ def test_the_export_fits_the_served_variants_temperature(tiny_manifests, tiny_bu
     calibration = manifest["calibration"]
     dev = demo_files(task)[1]
     assert calibration["variant"] == manifest["cpu_variant"]
-    assert calibration["fitted_on"] == load_labelled(dev).source
+    assert calibration["fitted_on"] == [load_labelled(dev).source]
     assert calibration["n"] == len(load_labelled(dev)) and calibration["bins"] == 15
     assert calibration["temperature"] != 1.0 and 0.05 <= calibration["temperature"] <= 20
     assert calibration["nll_after"] <= calibration["nll_before"]
@@ -179,6 +231,9 @@ def test_the_export_fits_the_served_variants_temperature(tiny_manifests, tiny_bu
 
     bundle = Bundle.load(tiny_bundles[task])  # the stored copy: what the service reads
     assert bundle.temperature == calibration["temperature"]
+    # the demo dev texts all fit in one window: texts read through windows share the temperature
+    assert calibration["n_windows"] == 0 and bundle.window_temperature == bundle.temperature
+    assert 0 < calibration["ece_floor"] < 0.2
     plot = bundle.path / calibration["plot"]
     assert plot.read_bytes().startswith(PNG)
     # the plot is written after the file hashes: not among them, and the served files still verify
@@ -205,6 +260,92 @@ def test_the_engine_serves_calibrated_scores_with_the_same_labels(tiny_bundles, 
     np.testing.assert_allclose(plain_scores, softmax(plain.logits).max(axis=1), rtol=1e-5)
     # T > 1 softens every score, T < 1 sharpens it
     assert ((served_scores < plain_scores) if t > 1 else (served_scores > plain_scores)).mean() > 0.9
+
+
+def test_the_engine_divides_texts_read_through_windows_by_their_own_temperature(tiny_bundles, tmp_path):
+    import shutil
+
+    from service.bundle import MANIFEST, Bundle
+    from service.engine import Engine
+
+    path = tmp_path / "b"
+    shutil.copytree(tiny_bundles["sentiment"], path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["long_texts"] = {"rule": "chunk", "max_windows": 4, "overlap": 4}
+    manifest["calibration"].update(temperature=0.5, window_temperature=4.0)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    bundle = Bundle.load(path)
+    assert (bundle.temperature, bundle.window_temperature) == (0.5, 4.0)
+    texts = ["a fine film", " ".join(["a fine film and a dull one"] * 40)]
+    served = Engine(bundle, device="cpu").run(texts)
+    assert served.windows[0] == 1 and served.windows[1] > 1
+    scores = np.array([[p.scores[label] for label in bundle.labels] for p in served.predictions])
+    np.testing.assert_allclose(scores[0], softmax(served.logits[:1], 0.5)[0], rtol=1e-5)
+    np.testing.assert_allclose(scores[1], softmax(served.logits[1:], 4.0)[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "2", True, None])
+def test_a_manifest_with_an_invalid_window_temperature_is_a_bundle_error(tiny_bundles, tmp_path, value):
+    import shutil
+
+    from service.bundle import MANIFEST, Bundle, BundleError
+
+    path = tmp_path / "b"
+    shutil.copytree(tiny_bundles["topic"], path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["calibration"]["window_temperature"] = value
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="calibration window_temperature .* must be a positive number"):
+        Bundle.load(path).window_temperature
+
+
+def test_the_export_fits_on_several_calibration_files_with_a_temperature_per_reading(
+        tiny_checkpoints, tmp_path, monkeypatch):
+    """Short texts and long ones (read through windows under chunk) fitted together: one
+    temperature each, figures per file, and the engine serves the ECE the export reports."""
+    from export import bundle_export
+    from service.bundle import Bundle
+    from train.data import load_labelled
+
+    dev = load_labelled(demo_files("sentiment")[1])
+    long_file = tmp_path / "long.csv"
+    long_rows = [(" ".join([text] * 12), label) for text, label in zip(dev.texts, dev.labels)]
+    long_file.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in long_rows))
+    monkeypatch.setattr(bundle_export, "MIN_POOLED", 10)
+    result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                 "--variants", "fp32", "--no-save", "--output", str(tmp_path / "b"),
+                                 "--long-texts", "chunk", "--eval-data", demo_files("sentiment")[1],
+                                 "--calibration-data", demo_files("sentiment")[1],
+                                 "--calibration-data", str(long_file)])
+    assert result.exit_code == 0, result.output
+    calibration = Bundle.load(tmp_path / "b").manifest["calibration"]
+    sources = [dev.source, load_labelled(str(long_file)).source]
+    assert calibration["fitted_on"] == sources and calibration["n"] == 2 * len(dev)
+    files = calibration["files"]
+    assert files[sources[1]]["n_windows"] == len(dev)  # every long text read through windows
+    assert files[sources[0]]["n_windows"] < len(dev) / 2  # most short ones in one window
+    assert calibration["n_windows"] == files[sources[0]]["n_windows"] + files[sources[1]]["n_windows"]
+    assert calibration["window_temperature"] != calibration["temperature"]
+    assert "read through several windows" in result.output and sources[1] in result.output
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "b"), "--data", str(long_file), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["window_temperature"] == calibration["window_temperature"]
+    assert report["ece"] == pytest.approx(calibration["files"][sources[1]]["ece_after"], abs=1e-4)
+
+
+def test_the_export_refuses_a_calibration_file_it_cannot_read(tiny_checkpoints, tmp_path):
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("text\nA fine film.\n")
+    for path, message in ((tmp_path / "missing.csv", "missing.csv"), (unlabelled, "label")):
+        result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
+                                     "--variants", "fp32", "--no-save", "--output", str(tmp_path / "b"),
+                                     "--calibration-data", str(path)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert not (tmp_path / "b").exists()  # refused before any work
 
 
 def test_evaluate_reports_the_ece_of_the_served_scores(tiny_bundles, tiny_manifests, tmp_path):
@@ -236,7 +377,7 @@ def test_the_export_summary_prints_the_temperature_and_the_ece(tiny_manifests, c
 
 
 @pytest.mark.parametrize("extra, reason", [
-    ([], "no --eval-data: not calibrated"),
+    ([], "no --eval-data or --calibration-data: not calibrated"),
     (["--eval-data", demo_files("sentiment")[1], "--no-calibrate"], "--no-calibrate"),
 ])
 def test_without_eval_data_or_with_no_calibrate_the_temperature_is_1(tiny_checkpoints, tmp_path, extra, reason):
@@ -277,7 +418,7 @@ def test_a_fit_at_the_bound_is_recorded_but_not_applied(tiny_bundles, monkeypatc
     bundle = Bundle.load(tiny_bundles["topic"])
     config = bundle_export.ExportConfig(checkpoint=tmp_path, task="topic")
     entry = bundle_export._calibration(bundle, bundle.manifest["cpu_variant"],
-                                       load_labelled(demo_files("topic")[1]), config, tmp_path, lambda m: None)
+                                       [load_labelled(demo_files("topic")[1])], config, tmp_path, lambda m: None)
     assert entry["temperature"] == 1.0 and entry["fitted_temperature"] == calibration.T_MIN
     assert (entry["ece_after"], entry["nll_after"]) == (entry["ece_before"], entry["nll_before"])
     assert "not applied" in entry["note"]

@@ -163,6 +163,11 @@ def export(
                                    "the served scores on it (recorded in the bundle, applied when "
                                    "serving; calibration.png shows it). --no-calibrate: scores are "
                                    "the plain softmax."),
+    calibration_data: Optional[list[str]] = typer.Option(None, help="Labelled file to fit the "
+                                                         "temperatures on instead of --eval-data; "
+                                                         "repeat it to fit on several together (e.g. "
+                                                         "short and long reviews: texts read through "
+                                                         "several windows get their own temperature)."),
 ) -> None:
     """Export a checkpoint to ONNX variants, check them against PyTorch, store the bundle.
 
@@ -176,7 +181,8 @@ def export(
                          max_length=max_length, max_accuracy_drop=max_accuracy_drop,
                          long_texts=long_texts.value if long_texts else None, max_windows=max_windows,
                          significance=significance, samples=samples, text_column=text_column,
-                         label_column=label_column, strict=strict, save=save, calibrate=calibrate),
+                         label_column=label_column, strict=strict, save=save, calibrate=calibrate,
+                         calibration_data=calibration_data or []),
             progress=_progress,
         )
     except _config_errors() as exc:
@@ -232,14 +238,26 @@ def _print_calibration(manifest: dict) -> None:
     if calibration.get("fitted_on") is None:
         console.print(f"scores not calibrated (temperature 1.0): {calibration.get('reason')}", highlight=False)
         return
-    console.print(f"scores calibrated: temperature {calibration['temperature']:.3f} for "
-                  f"{calibration['variant']}, fitted on {calibration['n']} texts of "
-                  f"{calibration['fitted_on']}; ECE {100 * calibration['ece_before']:.1f}% -> "
-                  f"{100 * calibration['ece_after']:.1f}% on those texts "
-                  f"(reliability diagram: {calibration.get('plot')} in the bundle)",
+    fitted_on = calibration["fitted_on"]
+    fitted_on = ", ".join(fitted_on) if isinstance(fitted_on, list) else fitted_on
+    windows = calibration.get("window_temperature", calibration["temperature"])
+    console.print(f"scores calibrated: temperature {calibration['temperature']:.3f}"
+                  + (f" ({windows:.3f} for texts read through several windows)"
+                     if windows != calibration["temperature"] else "")
+                  + f" for {calibration['variant']}, fitted on {calibration['n']} texts of {fitted_on}; "
+                  f"ECE {100 * calibration['ece_before']:.1f}% -> {100 * calibration['ece_after']:.1f}% "
+                  "on those texts"
+                  + (f" (a perfectly calibrated model would show {100 * calibration['ece_floor']:.1f}% "
+                     "there)" if "ece_floor" in calibration else "")
+                  + f"; reliability diagram: {calibration.get('plot')} in the bundle",
                   highlight=False, soft_wrap=True)
-    if calibration.get("note"):
-        console.print(f"[yellow]note:[/] {calibration['note']}", highlight=False, soft_wrap=True)
+    for source, figures in (calibration.get("files") or {}).items():
+        console.print(f"  {source}: ECE {100 * figures['ece_before']:.1f}% -> {100 * figures['ece_after']:.1f}% "
+                      f"(floor {100 * figures['ece_floor']:.1f}%, {figures['n']} texts, "
+                      f"{figures['n_windows']} read through windows)", highlight=False, soft_wrap=True)
+    for key in ("note", "window_note"):
+        if calibration.get(key):
+            console.print(f"[yellow]note:[/] {calibration[key]}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -298,7 +316,8 @@ def evaluate(
     print(json.dumps({"model": name, "data": dataset.source, "accuracy": round(evaluation.accuracy, 4),
                       "macro_f1": round(evaluation.macro_f1, 4), "n": evaluation.n,
                       "long_texts": rule.to_dict(), **cost,
-                      **({"ece": round(calibration["ece"], 4)} if calibration else {})}))
+                      **({"ece": round(calibration["ece"], 4), "ece_floor": round(calibration["ece_floor"], 4)}
+                         if calibration else {})}))
     console.print(f"report: {output / 'report.md'}")
 
 
@@ -333,17 +352,20 @@ def _predictor(model: str, variant: Optional[str], long_texts: Optional[str], ma
     # what the rule costs: texts over max_length tokens, and the model inputs made of them
     cost = {"texts_over_max_length": 0, "long_text_windows": 0, "model_inputs": 0}
     logits: list = []  # every text's, for the calibration figures (_calibration_figures)
+    temperatures: list = []  # and the temperature the engine divided them by
 
     def predict(texts: list[str]) -> list[str]:
         result = engine.run(texts)
         logits.append(result.logits)
+        temperatures.append(engine.temperatures(result.windows))
         long = [n for n, cut in zip(result.windows, result.truncated) if n > 1 or cut]
         cost["texts_over_max_length"] += len(long)
         cost["long_text_windows"] += sum(long)
         cost["model_inputs"] += sum(result.windows)
         return [p.label for p in result.predictions]
 
-    predict.logits, predict.temperature = logits, engine.temperature
+    predict.logits, predict.temperatures = logits, temperatures
+    predict.temperature = (engine.temperature, engine.window_temperature)
     return predict, engine.labels, f"{bundle.task}-{engine.variant}{overridden}", engine.long_texts, cost
 
 
@@ -360,19 +382,24 @@ def _calibration_figures(predictor, truth: list[str], labels: list[str], output:
 
     from export.calibration import (
         BINS,
+        ece_floor,
         expected_calibration_error,
         reliability,
         reliability_diagram,
         softmax,
     )
 
-    logits, temperature = np.concatenate(predictor.logits), predictor.temperature
+    logits, temperatures = np.concatenate(predictor.logits), np.concatenate(predictor.temperatures)
+    one, windows = predictor.temperature
     index = {label: i for i, label in enumerate(labels)}
     label_ids = np.array([index[label] for label in truth])
-    served, plain = softmax(logits, temperature), softmax(logits)
-    reliability_diagram(plain, served if temperature != 1.0 else None, label_ids, output / RELIABILITY_PLOT,
-                        title, names=("uncalibrated (T = 1)", f"as served (T = {temperature:.3g})"))
-    return {"temperature": temperature, "ece": expected_calibration_error(served, label_ids),
+    served, plain = softmax(logits, temperatures), softmax(logits)
+    name = f"T = {one:.3g}" + (f", {windows:.3g} for texts read in windows" if windows != one else "")
+    reliability_diagram(plain, served if (temperatures != 1.0).any() else None, label_ids,
+                        output / RELIABILITY_PLOT, title, names=("uncalibrated (T = 1)", f"as served ({name})"))
+    return {"temperature": one, "window_temperature": windows,
+            "ece": expected_calibration_error(served, label_ids),
+            "ece_floor": ece_floor(served, BINS)["mean"],
             "ece_uncalibrated": expected_calibration_error(plain, label_ids), "ece_bins": BINS,
             "reliability": reliability(served, label_ids)}
 
