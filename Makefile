@@ -65,6 +65,8 @@ lock: install
 SHARED ?= ../shared/data
 REAL_TOPIC_ARGS ?= --epochs 2 --learning-rate 1e-4 --batch-size 32 --max-length 128 --precision auto
 # SST-2 train (67,349 rows) first, then the first 12,000 reviews of the (shuffled) IMDB train split
+# Trained with head_tail (one row per review), served with chunk (IMDB dev 92.8% vs 91.8%, at
+# 2.7 windows per review); temperatures fitted on SST-2 and IMDB dev together, one per reading
 REAL_SENTIMENT_ARGS ?= --limit 79349 --epochs 2 --learning-rate 5e-5 --batch-size 32 --max-length 128 \
   --precision auto --long-texts head_tail --head-tokens 32
 
@@ -79,7 +81,9 @@ real-sentiment: install
 	$(BIN)/textcls train --task sentiment --data $(SHARED)/sentiment/sst2_train.csv \
 	  --data $(SHARED)/sentiment/imdb_train_large.csv --eval-data $(SHARED)/sentiment/sst2_dev.csv \
 	  --output checkpoints/real-sentiment $(REAL_SENTIMENT_ARGS)
-	$(BIN)/textcls export checkpoints/real-sentiment --task sentiment --eval-data $(SHARED)/sentiment/sst2_dev.csv
+	$(BIN)/textcls export checkpoints/real-sentiment --task sentiment --eval-data $(SHARED)/sentiment/sst2_dev.csv \
+	  --long-texts chunk --calibration-data $(SHARED)/sentiment/sst2_dev.csv \
+	  --calibration-data $(SHARED)/sentiment/imdb_dev.csv
 
 real-models: real-topic real-sentiment
 
