@@ -514,7 +514,7 @@ def _calibration(bundle: Bundle, variant: str, datasets: list, config: ExportCon
     logits, windows = np.concatenate(logits), np.asarray(windows)
     label_ids, owner = np.asarray(label_ids), np.asarray(owner)
     try:
-        fit = calibrate_by_reading(logits, label_ids, windows, BINS)
+        fit = calibrate_by_reading(logits, label_ids, windows, BINS, min_pooled=MIN_POOLED)
     except ValueError as exc:
         raise UserError(f"cannot calibrate the {variant} variant's scores on {', '.join(sources)}: "
                         f"{exc}. Pass --no-calibrate to export without it.") from exc
@@ -533,8 +533,9 @@ def _calibration(bundle: Bundle, variant: str, datasets: list, config: ExportCon
                          "improving beyond it (e.g. every text of the file is right), so the fit says "
                          "little and is not applied (T = 1); calibrate on a larger or harder file")
     if fit.pooled is None and entry["n_windows"]:
-        entry["window_note"] = (f"{entry['n_windows']} texts read through several windows, fewer than "
-                                f"the {MIN_POOLED} their own temperature needs: they share the one-window one")
+        entry["window_note"] = (f"{entry['n_windows']} of {n} texts read through several windows: too few "
+                                f"of one reading to fit it apart (each needs {MIN_POOLED} and 2), so one "
+                                "temperature serves both")
     temperatures = reading_temperatures(windows, one, pooled)  # as the engine will
     before, after = softmax(logits), softmax(logits, temperatures)
 

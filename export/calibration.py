@@ -127,8 +127,8 @@ def calibrate(logits: np.ndarray, label_ids: np.ndarray, bins: int = BINS) -> Ca
 class ReadingCalibration:
     """The temperatures of the two readings: ``one`` for texts read in one window (every text of
     max_length tokens or fewer, and truncate / head_tail), ``pooled`` for texts read through
-    several windows (chunk), None when the fit saw fewer than MIN_POOLED of them (they then share
-    the one-window temperature)."""
+    several windows (chunk). ``pooled`` None: one temperature, ``one``, fitted on every text,
+    serves both (too few texts of one reading to fit it apart)."""
 
     one: CalibrationResult
     pooled: CalibrationResult | None
@@ -144,20 +144,19 @@ class ReadingCalibration:
 
 def calibrate_by_reading(logits: np.ndarray, label_ids: np.ndarray, windows, bins: int = BINS,
                          min_pooled: int = MIN_POOLED) -> ReadingCalibration:
-    """``calibrate`` on the one-window texts and, when at least ``min_pooled`` texts were read
-    through several windows, on those separately."""
+    """``calibrate`` on the one-window texts and on the texts read through several windows
+    separately, when there are at least ``min_pooled`` of the latter and 2 of the former; else
+    one temperature on every text."""
     logits, label_ids = _check_logits(logits, label_ids)
     windows = np.asarray(windows)
     if windows.shape != (len(logits),) or (windows < 1).any():
         raise ValueError(f"need a window count of at least 1 per text: {len(logits)} texts, "
                          f"windows of shape {windows.shape}")
     pooled = windows > 1
-    if (~pooled).sum() < 2:
-        raise ValueError(f"only {int((~pooled).sum())} of {len(logits)} texts fit in one window; a "
-                         "temperature needs at least 2 (calibrate on a file of shorter texts too)")
-    one = calibrate(logits[~pooled], label_ids[~pooled], bins)
-    several = calibrate(logits[pooled], label_ids[pooled], bins) if pooled.sum() >= min_pooled else None
-    return ReadingCalibration(one, several)
+    if pooled.sum() >= min_pooled and (~pooled).sum() >= 2:
+        return ReadingCalibration(calibrate(logits[~pooled], label_ids[~pooled], bins),
+                                  calibrate(logits[pooled], label_ids[pooled], bins))
+    return ReadingCalibration(calibrate(logits, label_ids, bins), None)
 
 
 def ece_floor(probs: np.ndarray, bins: int = BINS, draws: int = 400, seed: int = 0) -> dict:

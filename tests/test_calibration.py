@@ -150,19 +150,24 @@ def test_too_few_texts_read_through_windows_share_the_one_window_temperature():
     windows = np.ones(1000, dtype=int)
     windows[: MIN_POOLED - 1] = 2
     fit = calibrate_by_reading(3 * logits, labels, windows)
-    assert fit.pooled is None and fit.window_temperature == fit.temperature
+    assert fit.pooled is None and fit.window_temperature == fit.temperature and fit.one.n == 1000
     assert fit.temperature == pytest.approx(3.0, rel=0.1)
     assert calibrate_by_reading(3 * logits, labels, windows, min_pooled=MIN_POOLED - 1).pooled is not None
 
 
-@pytest.mark.parametrize("windows, message", [
-    ([1, 1, 1], "a window count of at least 1 per text"),
-    ([1, 1, 0, 1], "a window count of at least 1 per text"),
-    ([2, 2, 3, 1], "only 1 of 4 texts fit in one window"),
-])
-def test_the_reading_fit_refuses_bad_window_counts(windows, message):
+def test_texts_all_read_through_windows_get_one_temperature():
+    logits, labels = calibrated_sample(n=400)
+    windows = np.full(400, 3)
+    windows[0] = 1  # one text alone cannot be fitted apart
+    fit = calibrate_by_reading(logits / 2, labels, windows)
+    assert fit.pooled is None and fit.one.n == 400
+    assert fit.window_temperature == fit.temperature == pytest.approx(0.5, rel=0.15)
+
+
+@pytest.mark.parametrize("windows", [[1, 1, 1], [1, 1, 0, 1]])
+def test_the_reading_fit_refuses_bad_window_counts(windows):
     logits, labels = calibrated_sample(n=4)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="a window count of at least 1 per text"):
         calibrate_by_reading(logits, labels, windows)
 
 
@@ -299,19 +304,23 @@ def test_a_manifest_with_an_invalid_window_temperature_is_a_bundle_error(tiny_bu
         Bundle.load(path).window_temperature
 
 
+@pytest.mark.parametrize("min_pooled", [10, None])
 def test_the_export_fits_on_several_calibration_files_with_a_temperature_per_reading(
-        tiny_checkpoints, tmp_path, monkeypatch):
+        tiny_checkpoints, tmp_path, monkeypatch, min_pooled):
     """Short texts and long ones (read through windows under chunk) fitted together: one
-    temperature each, figures per file, and the engine serves the ECE the export reports."""
+    temperature each when there are enough texts read through windows (min_pooled 10), one for
+    both with a note when there are not (the default 100), figures per file, and the engine
+    serves the ECE the export reports."""
     from export import bundle_export
     from service.bundle import Bundle
     from train.data import load_labelled
 
     dev = load_labelled(demo_files("sentiment")[1])
     long_file = tmp_path / "long.csv"
-    long_rows = [(" ".join([text] * 12), label) for text, label in zip(dev.texts, dev.labels)]
+    long_rows = [(" ".join([text] * 12), label) for text, label in zip(dev.texts[:40], dev.labels[:40])]
     long_file.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in long_rows))
-    monkeypatch.setattr(bundle_export, "MIN_POOLED", 10)
+    if min_pooled:
+        monkeypatch.setattr(bundle_export, "MIN_POOLED", min_pooled)
     result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
                                  "--variants", "fp32", "--no-save", "--output", str(tmp_path / "b"),
                                  "--long-texts", "chunk", "--eval-data", demo_files("sentiment")[1],
@@ -320,13 +329,19 @@ def test_the_export_fits_on_several_calibration_files_with_a_temperature_per_rea
     assert result.exit_code == 0, result.output
     calibration = Bundle.load(tmp_path / "b").manifest["calibration"]
     sources = [dev.source, load_labelled(str(long_file)).source]
-    assert calibration["fitted_on"] == sources and calibration["n"] == 2 * len(dev)
+    assert calibration["fitted_on"] == sources and calibration["n"] == len(dev) + 40
     files = calibration["files"]
-    assert files[sources[1]]["n_windows"] == len(dev)  # every long text read through windows
+    assert files[sources[1]]["n_windows"] == 40  # every long text read through windows
     assert files[sources[0]]["n_windows"] < len(dev) / 2  # most short ones in one window
-    assert calibration["n_windows"] == files[sources[0]]["n_windows"] + files[sources[1]]["n_windows"]
-    assert calibration["window_temperature"] != calibration["temperature"]
-    assert "read through several windows" in result.output and sources[1] in result.output
+    assert calibration["n_windows"] == files[sources[0]]["n_windows"] + 40 < 100
+    assert sources[1] in result.output
+    if min_pooled:
+        assert calibration["window_temperature"] != calibration["temperature"]
+        assert "read through several windows" in result.output and "window_note" not in calibration
+    else:
+        assert calibration["window_temperature"] == calibration["temperature"]
+        assert "one temperature serves both" in calibration["window_note"]
+        assert "one temperature serves both" in result.output
 
     out = tmp_path / "report"
     result = runner.invoke(app, ["evaluate", str(tmp_path / "b"), "--data", str(long_file), "--output", str(out)])
