@@ -521,14 +521,14 @@ def _calibration(bundle: Bundle, variant: str, datasets: list, config: ExportCon
     entry: dict = {"variant": variant, "fitted_on": sources, "n": n, "n_windows": int((windows > 1).sum()),
                    "bins": BINS, "plot": CALIBRATION_PLOT}
     # a degenerate fit (T = 0.05 makes every score 1.0) is recorded, never applied
-    one, pooled = fit.one.temperature, fit.window_temperature
+    pooled_at_bound = fit.pooled is not None and fit.pooled.at_bound
+    one = 1.0 if fit.one.at_bound else fit.one.temperature
+    pooled = one if fit.pooled is None or pooled_at_bound else fit.pooled.temperature
     if fit.one.at_bound:
-        entry["fitted_temperature"], one = one, 1.0
-    if fit.pooled is not None and fit.pooled.at_bound:
-        entry["fitted_window_temperature"], pooled = pooled, one
-    elif fit.pooled is None:
-        pooled = one
-    if fit.one.at_bound or (fit.pooled is not None and fit.pooled.at_bound):
+        entry["fitted_temperature"] = fit.one.temperature
+    if pooled_at_bound:
+        entry["fitted_window_temperature"] = fit.pooled.temperature
+    if fit.one.at_bound or pooled_at_bound:
         entry["note"] = ("a fitted temperature is at the bound of the search: the likelihood keeps "
                          "improving beyond it (e.g. every text of the file is right), so the fit says "
                          "little and is not applied (T = 1); calibrate on a larger or harder file")

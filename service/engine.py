@@ -53,6 +53,11 @@ class BatchResult:
     windows: list[int] = field(default_factory=list)  # model inputs per text (chunk: up to max_windows)
     logits: np.ndarray | None = None  # one row per text (windows averaged), before the temperature
 
+    def long_text_windows(self) -> list[int]:
+        """The model inputs of each text over max_length tokens, one entry per such text (a text
+        over it is read as several windows, or loses tokens, or both)."""
+        return [n for n, cut in zip(self.windows, self.truncated) if n > 1 or cut]
+
 
 def token_batches(sorted_lengths: np.ndarray, budget: int) -> list[slice]:
     """Cut texts sorted by ascending token count into runs whose padded size (texts in the run x
@@ -226,7 +231,7 @@ class Engine:
         max_length = self.bundle.max_length
         for i, enc in enumerate(encodings):
             ids = enc.ids
-            if len(ids) <= max_length:
+            if len(ids) <= max_length:  # what windows() gives such a text, without the positions
                 parts, cut = [ids], False
             else:
                 positions, cut = self.long_texts.windows(enc.special_tokens_mask, max_length)

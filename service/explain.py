@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from core.long_texts import LongTextRule
 from service.bundle import Bundle, BundleError
 from service.engine import Engine
 
@@ -98,7 +99,10 @@ def attention_rollout(attentions: np.ndarray) -> np.ndarray:
 class Explainer:
     """Explanations for one bundle, from its ``explain`` variant."""
 
-    def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None,
+                 long_texts: LongTextRule | None = None) -> None:
+        """``long_texts`` None: the rule the bundle records (the service passes its engine's, so
+        /explain reads a long text as the served predictions do, TEXTCLS_LONG_TEXTS included)."""
         if EXPLAIN not in bundle.variants:
             raise BundleError(
                 f"bundle {bundle.path} ({bundle.task}) has no {EXPLAIN!r} variant, only "
@@ -114,7 +118,7 @@ class Explainer:
         self.bundle = bundle
         # The engine over the explain graph: the same tokenizer, truncation, feed and
         # postprocess as served predictions, so the two cannot drift apart.
-        self.engine = Engine(bundle, variant=EXPLAIN, device=device, threads=threads)
+        self.engine = Engine(bundle, variant=EXPLAIN, device=device, threads=threads, long_texts=long_texts)
         outputs = [o.name for o in self.engine.session.get_outputs()]
         if outputs[:2] != ["logits", ATTENTIONS]:
             raise BundleError(f"the {EXPLAIN} variant of {bundle.path} has outputs {outputs}, not "
@@ -146,11 +150,8 @@ class Explainer:
             raise ExplainError("the text has no tokens once normalised (only special tokens remain).")
         # what the served model reads of the text, by the bundle's long-text rule: one window, or
         # for `chunk` several, whose logits are averaged as the engine does
-        n, max_length = len(encoding.ids), self.bundle.max_length
-        if n <= max_length:
-            windows, truncated = [list(range(n))], False
-        else:
-            windows, truncated = self.engine.long_texts.windows(encoding.special_tokens_mask, max_length)
+        windows, truncated = self.engine.long_texts.windows(encoding.special_tokens_mask,
+                                                            self.bundle.max_length)
         kept = sorted({p for window in windows for p in window})  # positions read, in text order
         column = {p: k for k, p in enumerate(kept)}
         matrix = np.zeros((len(kept), len(kept)), dtype=np.float64)

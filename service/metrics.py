@@ -109,8 +109,7 @@ class ServiceMetrics:
         m["batch_padded_tokens"].labels(task).observe(result.padded_tokens)
         if truncated:
             m["truncated_texts_total"].labels(task).inc(truncated)
-        # a text over max_length tokens is read as several windows or loses tokens, or both
-        long = [n for n, cut in zip(result.windows, result.truncated) if n > 1 or cut]
+        long = result.long_text_windows()
         if long:
             m["long_texts_total"].labels(task, long_text_rule).inc(len(long))
             m["text_windows_total"].labels(task, long_text_rule).inc(sum(long))

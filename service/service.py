@@ -97,10 +97,7 @@ def make_explainer(engine: Classifier, settings: ServiceSettings) -> Explainer |
     bundle = getattr(engine, "bundle", None)
     if bundle is None or EXPLAIN not in bundle.variants or bundle.verdict(EXPLAIN) == "failed":
         return None
-    explainer = Explainer(bundle, device=settings.device, threads=settings.threads)
-    # /explain reads a long text as the served predictions do, TEXTCLS_LONG_TEXTS included
-    explainer.engine.long_texts = engine.long_texts
-    return explainer
+    return Explainer(bundle, device=settings.device, threads=settings.threads, long_texts=engine.long_texts)
 
 
 class Prediction(BaseModel):

@@ -358,7 +358,7 @@ def _predictor(model: str, variant: Optional[str], long_texts: Optional[str], ma
         result = engine.run(texts)
         logits.append(result.logits)
         temperatures.append(engine.temperatures(result.windows))
-        long = [n for n, cut in zip(result.windows, result.truncated) if n > 1 or cut]
+        long = result.long_text_windows()
         cost["texts_over_max_length"] += len(long)
         cost["long_text_windows"] += sum(long)
         cost["model_inputs"] += sum(result.windows)

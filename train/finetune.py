@@ -79,10 +79,13 @@ class TrainConfig(BaseModel):
         "repeat bit for bit); auto: bf16 where the hardware computes it natively (CUDA with bf16, "
         "or a CPU with AVX512-BF16/AMX), else fp32")
 
-
     def long_text_rule(self) -> LongTextRule:
-        return LongTextRule(rule=self.long_texts, max_windows=self.max_windows,
-                            overlap=self.window_overlap, head=self.head_tokens)
+        return LongTextRule(**{ours: getattr(self, theirs) for theirs, ours in RULE_FIELDS.items()})
+
+
+# TrainConfig's long-text fields -> LongTextRule's
+RULE_FIELDS = {"long_texts": "rule", "max_windows": "max_windows", "window_overlap": "overlap",
+               "head_tokens": "head"}
 
 
 def _cpu_flags() -> set[str]:
@@ -267,10 +270,7 @@ def _rule_inputs(tokenizer, texts: list[str], max_length: int, rule: LongTextRul
     if labels is not None:
         out["label"] = []
     for i, ids in enumerate(enc["input_ids"]):
-        if len(ids) <= max_length:
-            windows = [range(len(ids))]
-        else:
-            windows, _ = rule.windows(enc["special_tokens_mask"][i], max_length)
+        windows, _ = rule.windows(enc["special_tokens_mask"][i], max_length)
         for window in windows:
             out["input_ids"].append([ids[p] for p in window])
             out["owner"].append(i)
@@ -385,9 +385,7 @@ def torch_predictor(path: Path, max_length: int, rule: LongTextRule | None = Non
 def trained_long_texts(path: Path) -> LongTextRule:
     """The long-text rule a checkpoint was trained with (its textcls_train.json), else truncate."""
     config = _trained_config(path)
-    names = {"long_texts": "rule", "max_windows": "max_windows", "window_overlap": "overlap",
-             "head_tokens": "head"}  # TrainConfig's field -> LongTextRule's
-    return LongTextRule.from_dict({ours: config[theirs] for theirs, ours in names.items() if theirs in config})
+    return LongTextRule.from_dict({ours: config[theirs] for theirs, ours in RULE_FIELDS.items() if theirs in config})
 
 
 def _trained_config(path: Path) -> dict:
