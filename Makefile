@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install models serve test soak bench engine-bench bento lock clean real-topic real-sentiment real-models
+.PHONY: install models serve test soak bench engine-bench bento image base-image image-test lock clean real-topic real-sentiment real-models
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,25 @@ engine-bench: models
 
 bento: models
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/bentoml build
+
+# The CPU image (docs/deploy.md#images): the Bento with both models of the store, containerized
+# with whatever container tool the machine has (docker with buildx, else podman, else buildah).
+# BentoML's python:3.11-slim is the base unless BASE_IMAGE names another, e.g. the one
+# `make base-image` builds from Debian's packages where no registry is reachable:
+#   make base-image && make image BASE_IMAGE=localhost/textcls-base:bookworm
+# IMAGE_ARGS go to k8s/build-images.sh (--registry, --tag, --push); CONTAINERIZE_OPTS (environment)
+# to `bentoml containerize`, for this machine's build only (a proxy's CA: .ci/run).
+BASE_IMAGE ?=
+image: models
+	PATH=$(abspath $(BIN)):$$PATH BASE_IMAGE=$(BASE_IMAGE) k8s/build-images.sh --only cpu $(IMAGE_ARGS)
+
+base-image:
+	k8s/base-image.sh
+
+# The image run as the rendered manifests say Kubernetes runs it (tests/test_image.py): needs the
+# image `make image` built (build/image-cpu.tag), podman or docker, promtool.
+image-test: install
+	TEXTCLS_IMAGE_STORE=$${BENTOML_HOME:-$$HOME/bentoml} $(PY) -m pytest -q -m image tests/test_image.py $(PYTEST_ARGS)
 
 # The Bento's lock files (bentofile.yaml installs from them): requirements/serving.txt resolved
 # against PyPI for the image (Linux x86_64, Python 3.11) at the versions CI tests (constraints.txt),

@@ -6,7 +6,8 @@ when any step fails.
 
 Standard library only, so it runs before anything is installed. Usage: python3 .ci/serve_smoke.py
 (SMOKE_PORT picks the port, default a free one; SMOKE_READY_TIMEOUT the seconds to wait for
-/readyz on the first start, default 1500).
+/readyz on the first start, default 1500; SMOKE_HOME an empty directory to use as the fresh
+BentoML home and keep).
 """
 
 from __future__ import annotations
@@ -140,7 +141,13 @@ def run(label: str, env: dict, log: Path, timeout: float) -> float:
 
 
 def main() -> int:
-    home = Path(tempfile.mkdtemp(prefix="textcls-smoke-home-"))
+    # SMOKE_HOME: an empty directory to use as the fresh home and keep, with the two demo models
+    # it ends up holding (.ci/run builds the image from them); by default a temporary one, deleted
+    keep = os.environ.get("SMOKE_HOME")
+    home = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="textcls-smoke-home-"))
+    if keep and (not home.is_dir() or any(home.iterdir())):
+        print(f"smoke: SMOKE_HOME={keep} must be an empty directory", flush=True)
+        return 2
     port = int(os.environ.get("SMOKE_PORT") or free_port())
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_PORT": str(port),
            "BENTOML_DO_NOT_TRACK": "True", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -165,7 +172,8 @@ def main() -> int:
         print(f"smoke: FAILED: {exc}\n--- last lines of {log} ---\n{tail}", flush=True)
         return 1
     finally:
-        shutil.rmtree(home, ignore_errors=True)  # the two demo bundles: a few hundred MB
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)  # the two demo bundles: a few hundred MB
     print("smoke: passed", flush=True)
     return 0
 

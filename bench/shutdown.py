@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -30,10 +31,17 @@ from bench.load import bodies_for, closed_loop, summary
 from bench.serving import AGNEWS_DEV, ROOT, ServerError, bentoml_serve, csv_texts
 
 
-async def sigterm_under_load(url: str, proc: subprocess.Popen, bodies: list[bytes], *,
-                             clients: int = 32, settle: float = 3.0, wait: float = 60.0) -> dict:
+async def sigterm_under_load(url: str, proc: subprocess.Popen | None, bodies: list[bytes], *,
+                             clients: int = 32, settle: float = 3.0, wait: float = 60.0,
+                             terminate: Callable[[], None] | None = None,
+                             running: Callable[[], bool] | None = None) -> dict:
     """Load ``url``/topic with ``clients`` clients, SIGTERM ``proc`` after ``settle`` seconds,
-    probe /readyz on a kept-alive connection and a new connection, wait for ``proc`` to exit."""
+    probe /readyz on a kept-alive connection and a new connection, wait for ``proc`` to exit.
+    ``terminate`` and ``running`` stop and watch another kind of server instead (a container:
+    ``podman stop``, tests/test_image.py)."""
+    # to `bentoml serve` alone, as the kubelet signals the container's PID 1
+    terminate = terminate or (lambda: os.kill(proc.pid, signal.SIGTERM))
+    running = running or (lambda: proc.poll() is None)
     stop = asyncio.Event()
     load = asyncio.create_task(closed_loop(f"{url}/topic", bodies, clients=clients, stop=stop))
     probes: dict = {}
@@ -44,8 +52,7 @@ async def sigterm_under_load(url: str, proc: subprocess.Popen, bodies: list[byte
             assert (await probe.get("/readyz")).status_code == 200
             await asyncio.sleep(min(1.0, max(0.0, settled - time.monotonic())))
         signalled_at = time.monotonic()
-        # to `bentoml serve` alone, as the kubelet signals the container's PID 1
-        os.kill(proc.pid, signal.SIGTERM)
+        terminate()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
@@ -65,7 +72,7 @@ async def sigterm_under_load(url: str, proc: subprocess.Popen, bodies: list[byte
         probes["new_connection"] = "refused"
     except httpx.HTTPError as exc:
         probes["new_connection"] = type(exc).__name__
-    while proc.poll() is None and time.monotonic() - signalled_at < wait:
+    while running() and time.monotonic() - signalled_at < wait:
         await asyncio.sleep(0.05)
     exit_seconds = time.monotonic() - signalled_at
     stop.set()

@@ -11,12 +11,23 @@
 #   --tag       version of both Bentos and both images (default: the version `bentoml build`
 #               gives the CPU Bento)
 #   --only      build one image only
-#   --push      docker push the images after building them
+#   --push      push the images after building them
+#
+# Settings (environment):
+#   BASE_IMAGE          the CPU image's base instead of BentoML's python:3.11-slim; it must hold
+#                       python3.11 and uv or pip (k8s/base-image.sh builds one from Debian's packages)
+#   CUDA_BASE_IMAGE     the GPU image's base (default in k8s/gpu_bentofile.py)
+#   CONTAINER_TOOL      docker, podman or buildah (default: docker with buildx when its daemon
+#                       answers, else podman, else buildah)
+#   CONTAINERIZE_OPTS   more `bentoml containerize` options, for this machine's build only, e.g.
+#                       "--opt volume=/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"
+#                       behind a TLS proxy (what .ci/run passes); nothing of it enters the image
 #
 # Needs: the project's environment (make install; BENTOML from .venv/bin), the `sentiment` and
-# `topic` models in the BentoML store (textcls export, or textcls build-defaults), and Docker with
-# buildx for `bentoml containerize`. The Bentos build offline; the images need the network (base
-# images, PyPI). Prints the `images:` lines for the Kustomize overlays at the end.
+# `topic` models in the BentoML store (textcls export, or textcls build-defaults), and a container
+# tool. The Bentos build offline; the images need PyPI (and a registry for the default bases).
+# Writes the CPU image's name to build/image-cpu.tag (make image-test reads it) and prints the
+# `images:` lines for the Kustomize overlays at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +44,7 @@ while [ $# -gt 0 ]; do
     --tag) TAG=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --push) PUSH=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "build-images.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +52,8 @@ case "$ONLY" in ""|cpu|gpu) ;; *) echo "build-images.sh: --only takes cpu or gpu
 
 export BENTOML_DO_NOT_TRACK=True
 # bentoml build imports the service, which must find its Python packages (not torch)
-export PATH="$PWD/$BIN:$PATH"
+case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
+export PATH="$BIN:$PATH"
 command -v bentoml >/dev/null || { echo "build-images.sh: no bentoml in $BIN; run make install" >&2; exit 1; }
 
 for model in sentiment topic; do
@@ -51,6 +63,10 @@ for model in sentiment topic; do
   }
 done
 
+# shellcheck source=k8s/container-tool.sh
+. k8s/container-tool.sh
+TOOL=$(container_tool) || exit 2
+
 # `bentoml build -o tag` prints __tag__:NAME:VERSION
 build() {  # build BENTOFILE [VERSION] -> prints the version
   local out
@@ -58,17 +74,62 @@ build() {  # build BENTOFILE [VERSION] -> prints the version
   echo "$out" | sed -n 's/^__tag__:[^:]*:\(.*\)$/\1/p' | tail -1
 }
 
-containerize() {  # containerize BENTO IMAGE
-  bentoml containerize "$1" --image-tag "$2" --opt platform="$PLATFORM"
-  if [ "$PUSH" = 1 ]; then docker push "$2"; fi
+check_base() {  # check_base IMAGE: python3.11 and uv or pip, when the image is here to look at
+  local runner=$TOOL
+  [ "$runner" = buildah ] && { command -v podman >/dev/null && runner=podman || return 0; }
+  "$runner" image inspect "$1" >/dev/null 2>&1 || return 0  # pulled by the build, checked there
+  if ! "$runner" run --rm --entrypoint sh "$1" -c 'command -v python3.11' >/dev/null 2>&1; then
+    echo "build-images.sh: the base image $1 has no python3.11 (the Bento's python_version); use a" \
+      "base with Python 3.11, e.g. k8s/base-image.sh" >&2
+    exit 1
+  fi
+  if ! "$runner" run --rm --entrypoint sh "$1" -c 'command -v uv || python3.11 -m pip --version' >/dev/null 2>&1; then
+    echo "build-images.sh: the base image $1 has neither uv nor pip, and the build installs the" \
+      "requirements with uv; use a base with uv or pip, e.g. k8s/base-image.sh" >&2
+    exit 1
+  fi
 }
 
+containerize() {  # containerize BENTO IMAGE
+  local opts=(--backend "$TOOL" --image-tag "$2")
+  [ "$TOOL" = docker ] && opts+=(--opt platform="$PLATFORM")
+  # BentoML renders a Bento's Dockerfile template only from inside the current directory
+  # (bentoml/_internal/utils/filesystem.py resolve_user_filepath, 1.4.39), and it copies the Bento
+  # to a temporary directory first: run it where that directory is.
+  local context
+  context=$(mktemp -d "$PWD/build/containerize.XXXXXX")
+  # shellcheck disable=SC2086  # CONTAINERIZE_OPTS is a list of options
+  (cd "$context" && TMPDIR="$context" bentoml containerize "$1" "${opts[@]}" ${CONTAINERIZE_OPTS:-}) \
+    || { rm -rf "$context"; exit 1; }
+  rm -rf "$context"
+  if [ "$PUSH" = 1 ]; then "$TOOL" push "$2"; fi
+}
+
+mkdir -p build
 images=()
 if [ "$ONLY" != gpu ]; then
-  TAG=$(build bentofile.yaml "$TAG")
+  bentofile=bentofile.yaml
+  if [ -n "${BASE_IMAGE:-}" ]; then
+    check_base "$BASE_IMAGE"
+    bentofile=build/bentofile.cpu.yaml
+    python - bentofile.yaml "$bentofile" "$BASE_IMAGE" <<'PY'
+import sys
+import yaml
+source, target, base = sys.argv[1:]
+spec = yaml.safe_load(open(source))
+spec.setdefault("docker", {})["base_image"] = base
+with open(target, "w") as f:
+    f.write(f"# Generated from {source} by k8s/build-images.sh (BASE_IMAGE={base}); edit {source} instead.\n")
+    yaml.safe_dump(spec, f, sort_keys=False)
+PY
+  fi
+  TAG=$(build "$bentofile" "$TAG")
   [ -n "$TAG" ] || { echo "build-images.sh: bentoml build gave no version" >&2; exit 1; }
   echo "build-images.sh: Bento textcls:$TAG"
+  started=$(date +%s)
   containerize "textcls:$TAG" "$REGISTRY/textcls:$TAG"
+  echo "$REGISTRY/textcls:$TAG" > build/image-cpu.tag
+  echo "build-images.sh: $REGISTRY/textcls:$TAG built in $(( $(date +%s) - started )) s"
   images+=("cpu textcls $REGISTRY/textcls $TAG")
 fi
 if [ "$ONLY" != cpu ]; then

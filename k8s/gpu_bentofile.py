@@ -12,10 +12,12 @@ can never drift apart:
   where it lists ``python.packages``, the ``onnxruntime`` entry is replaced. The PyPI wheel of
   onnxruntime-gpu 1.31 links CUDA 13 and cuDNN 9 (``libcudart.so.13``, ``libcublas.so.13``);
 - a CUDA 13 + cuDNN 9 runtime base image. BentoML's own ``docker.cuda_version`` stops at
-  CUDA 12.8 and falls back to its old Dockerfile templates, so the base image is named instead.
-  That image has no Python or pip; BentoML's Dockerfile bootstraps ``uv`` with ``pip install
-  uv`` and then installs Python 3.11 itself, hence Debian's python3-pip, allowed to install into
-  the system Python (PEP 668) at build time only.
+  CUDA 12.8, so the base image is named instead. That image has no Python or pip; the image's
+  build stage (k8s/Dockerfile.template) installs Debian's python3-pip there, bootstraps ``uv``
+  with it (PEP 668 lifted in that stage only), and uv installs Python 3.11 into
+  /app/python; the image itself gets /app only, not pip;
+- ``TEXTCLS_DEVICE=cuda``: the image serves on the GPU (the GPU overlay sets it too), and its
+  build packs the GPU variant (fp16) and ``explain`` of each model, not the CPU's int8.
 
 k8s/build-images.sh runs it; tests/test_k8s.py checks its output. PyYAML only.
 """
@@ -59,12 +61,13 @@ def gpu_bentofile(cpu: dict, base_image: str = CUDA_BASE_IMAGE) -> dict:
         packages[i] = _ONNXRUNTIME.sub("onnxruntime-gpu", str(packages[i]).strip())
     docker = spec.setdefault("docker", {}) or {}
     spec["docker"] = docker
-    for key in ("cuda_version", "distro", "dockerfile_template"):
-        docker.pop(key, None)  # any of them sends BentoML back to its v1 templates
+    for key in ("cuda_version", "distro"):
+        docker.pop(key, None)  # the base image decides both
     docker["base_image"] = base_image
     docker["system_packages"] = [*(docker.get("system_packages") or []), "python3-pip"]
-    envs = [e for e in spec.get("envs") or [] if e.get("name") != "PIP_BREAK_SYSTEM_PACKAGES"]
-    spec["envs"] = [*envs, {"name": "PIP_BREAK_SYSTEM_PACKAGES", "value": "1"}]
+    added = {"TEXTCLS_DEVICE": "cuda"}
+    envs = [e for e in spec.get("envs") or [] if e.get("name") not in added]
+    spec["envs"] = [*envs, *({"name": k, "value": v} for k, v in added.items())]
     return spec
 
 

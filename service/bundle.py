@@ -21,6 +21,9 @@ from core.long_texts import LongTextRule
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
+EXPLAIN = "explain"  # the variant service/explain.py opens
+IMAGE_NOTE = ("(A container image packs only the variants its device serves: the CPU image has no "
+              "fp16 graph, the GPU image no int8; docs/deploy.md#what-the-image-holds.)")
 FORMAT_VERSION = 1
 
 
@@ -148,7 +151,8 @@ class Bundle:
                 raise BundleError(f"bundle {self.path}: {name} is not among the files its manifest "
                                   "lists; re-export the bundle.")
             if not file.is_file():
-                raise BundleError(f"bundle {self.path} is missing {name}; re-export the bundle.")
+                raise BundleError(f"bundle {self.path} is missing its file {name}; re-export the "
+                                  f"bundle. {IMAGE_NOTE}")
             actual = file_sha256(file)
             if actual != hashes[name]:
                 raise BundleError(
@@ -157,6 +161,27 @@ class Bundle:
                     "it. Refusing to serve it; re-export the bundle.")
         return True
 
+    def served_variants(self, device: str) -> list[str]:
+        """The variants a server on ``device`` (cpu or cuda) opens: the one the engine picks there
+        (on cuda the GPU variant, else the CPU one, as ``Engine`` chooses) and ``explain`` when
+        the bundle has it and it did not fail (``Explainer``)."""
+        if device not in ("cpu", "cuda"):
+            raise BundleError(f"device must be cpu or cuda, not {device!r}.")
+        chosen = (self.gpu_variant if device == "cuda" else None) or self.cpu_variant
+        if chosen is None:
+            raise BundleError(f"bundle {self.path} has no CPU variant that passed the export's "
+                              "checks; re-export it.")
+        served = [chosen]
+        if EXPLAIN in self.variants and self.verdict(EXPLAIN) != "failed":
+            served.append(EXPLAIN)
+        return served
+
+    def unserved_files(self, device: str) -> list[str]:
+        """The variant files a server on ``device`` never opens (what an image for it leaves
+        out), by path relative to the bundle. A file a served variant shares is kept."""
+        keep = {self.variants[v]["file"] for v in self.served_variants(device)}
+        return sorted({entry["file"] for entry in self.variants.values()} - keep)
+
     def variant_path(self, name: str) -> Path:
         if name not in self.variants:
             raise BundleError(
@@ -164,7 +189,8 @@ class Bundle:
             )
         file = self.path / self.variants[name]["file"]
         if not file.is_file():
-            raise BundleError(f"variant {name!r} of bundle {self.path} is missing its file {file.name}.")
+            raise BundleError(f"variant {name!r} of bundle {self.path} is missing its file "
+                              f"{file.name}. {IMAGE_NOTE}")
         return file
 
 

@@ -27,10 +27,9 @@ from typing import NamedTuple
 import numpy as np
 
 from core.long_texts import LongTextRule
-from service.bundle import Bundle, BundleError
+from service.bundle import EXPLAIN, Bundle, BundleError
 from service.engine import Engine
 
-EXPLAIN = "explain"
 METHOD = "attention-rollout"
 ATTENTIONS = "attentions"
 
