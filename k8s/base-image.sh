@@ -6,13 +6,13 @@
 #
 # It holds what BentoML's default base (python:3.11-slim) holds and the image build needs:
 # Python 3.11 (Debian bookworm's), pip (to bootstrap uv in the build stage, which is not
-# shipped) and the CA certificates; no docs, man pages or locales. Then point the image build at it:
+# shipped) and the CA certificates; no docs, man pages, locales or perl. Then point the image build at it:
 #
 #   make image BASE_IMAGE=localhost/textcls-base:bookworm
 #
 # Needs mmdebstrap (Debian package `mmdebstrap`) and a container tool to import the root
 # filesystem: podman, buildah or docker (picked like k8s/build-images.sh; CONTAINER_TOOL= forces
-# one). Takes about 40 s on 2 cores. The image is built on this machine and never pushed.
+# one). Takes about 30 s on 2 cores. The image is built on this machine and never pushed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --tag) TAG=$2; shift 2 ;;
     --suite) SUITE=$2; shift 2 ;;
     --mirror) MIRROR=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "base-image.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     --tag) TAG=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --push) PUSH=1; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "build-images.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
