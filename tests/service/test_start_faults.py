@@ -53,7 +53,7 @@ def fail_every_variant(bundle: Path) -> None:
 BREAKS = {
     "truncated model file": (truncate_model, ["does not match its manifest", "re-export"]),
     "tokenizer changed after export": (change_tokenizer, ["tokenizer.json does not match its manifest"]),
-    "model file deleted": (delete_model, ["is missing model"]),
+    "model file deleted": (delete_model, ["is missing its file model"]),
     "manifest not JSON": (corrupt_manifest, ["manifest.json is not valid JSON"]),
     "no servable variant": (fail_every_variant, ["no CPU variant that passed"]),
 }
