@@ -22,10 +22,10 @@ from pathlib import Path
 from service.bundle import MANIFEST, Bundle, BundleError
 
 
-def pack(models: Path, device: str) -> list[tuple[Path, list[str], int]]:
+def pack(models: Path, device: str) -> list[tuple[Path, list[str], list[str], int]]:
     """Remove, from every bundle under ``models``, the variant files a server on ``device`` never
-    opens; returns (bundle, removed files, bytes freed) per bundle. BundleError when ``models``
-    holds no bundle, or a bundle cannot be served on ``device``."""
+    opens; returns (bundle, variants kept, files removed, bytes freed) per bundle. BundleError
+    when ``models`` holds no bundle, or a bundle cannot be served on ``device``."""
     manifests = sorted(models.glob(f"*/*/{MANIFEST}"))
     if not manifests:
         raise BundleError(f"no model bundle under {models} (looked for */*/{MANIFEST})")
@@ -39,7 +39,7 @@ def pack(models: Path, device: str) -> list[tuple[Path, list[str], int]]:
                 freed += file.stat().st_size
                 file.unlink()
                 removed.append(name)
-        done.append((bundle.path, removed, freed))
+        done.append((bundle.path, bundle.served_variants(device), removed, freed))
     return done
 
 
@@ -55,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"service.pack: {exc}", file=sys.stderr)
         return 1
-    for path, removed, freed in done:
-        bundle = Bundle.load(path)
-        kept = ", ".join(bundle.served_variants(device))
-        print(f"{path.relative_to(args.models)}: serves {kept} on {device}; left out "
+    for path, kept, removed, freed in done:
+        print(f"{path.relative_to(args.models)}: serves {', '.join(kept)} on {device}; left out "
               f"{', '.join(removed) or 'nothing'} ({freed / 1e6:.0f} MB)")
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import json
 import os
 import re
@@ -110,8 +111,9 @@ def store_env() -> dict[str, str]:
     return {"BENTOML_HOME": home}
 
 
+@functools.cache
 def packed_models(image: str) -> dict[str, str]:
-    """task -> the store tag of the model packed into the image."""
+    """task -> the store tag of the model packed into the image (asked once per image)."""
     out = tool_run("run", "--rm", "--entrypoint", "sh", image, "-c", f"cd {BENTO}/models && ls -d */*/").stdout
     return {path.split("/")[0]: path.strip("/").replace("/", ":") for path in out.split()}
 
