@@ -282,13 +282,13 @@ class EngineScorer:
     """The serving engine in this process, on the bundle the service would serve."""
 
     def __init__(self, config: ScoreConfig) -> None:
-        from service.bundle import (
+        from engine.bundle import (
             BundleError,
             describe_long_texts,
             override_long_texts,
             resolve_bundle,
         )
-        from service.engine import Engine
+        from engine.engine import Engine
 
         ref = config.model or config.task
         try:

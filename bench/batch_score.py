@@ -146,8 +146,8 @@ def inprocess_padding(chunk_size: int, budget: int = DEFAULT_BATCH_TOKENS) -> fl
     import numpy as np
     from tokenizers import Tokenizer
 
-    from service.bundle import resolve_bundle
-    from service.engine import token_batches
+    from engine.bundle import resolve_bundle
+    from engine.engine import token_batches
 
     bundle = resolve_bundle("topic")
     tokenizer = Tokenizer.from_file(str(bundle.path / "tokenizer.json"))

@@ -8,7 +8,7 @@ to the model's 128 tokens) it runs the same texts through the same ONNX Runtime 
 - `batch 1`: one text per call (what an unbatched server does);
 - `fixed 8`: batches of 64 texts, length-sorted, 8 texts per call (the engine before issue 13);
 - `tokens B`: batches of 64 texts, length-sorted, cut under a budget of B padded tokens per call
-  (service.engine.token_batches, what the engine does now).
+  (engine.engine.token_batches, what the engine does now).
 A batch of 64 is what the service's batcher forms at 128 clients (`max_batch_size`).
 
 FLOPs per token are counted from the model's config (multiply-adds x 2 of the encoder's matrix
@@ -34,8 +34,8 @@ import onnxruntime as ort
 
 from bench.serving import AGNEWS_DEV, ROOT, csv_texts
 from core.system import available_cores
-from service.bundle import resolve_bundle
-from service.engine import Engine, token_batches
+from engine.bundle import resolve_bundle
+from engine.engine import Engine, token_batches
 
 IMDB_DEV = ROOT.parent / "shared" / "data" / "sentiment" / "imdb_dev.csv"
 BATCH = 64

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.bundle import MANIFEST, Bundle, hash_files
-from service.engine import Engine
+from engine.bundle import MANIFEST, Bundle, hash_files
+from engine.engine import Engine
 from train.data import load_labelled
 
 HEAD_NAMES = ("pooler", "classifier")

@@ -13,6 +13,6 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# Padded tokens per ONNX Runtime call (service.engine.token_batches), for the service and the batch
+# Padded tokens per ONNX Runtime call (engine.engine.token_batches), for the service and the batch
 # job alike; chosen with bench/engine.py on this machine (docs/benchmarks.md).
 DEFAULT_BATCH_TOKENS = 512

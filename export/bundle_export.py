@@ -37,11 +37,11 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from core.errors import BoundError, UserError
-from core.long_texts import LongTextRule
+from engine.long_texts import LongTextRule
 from core.system import available_cores
-from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files, override_long_texts
+from engine.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files, override_long_texts
 from export.calibration import MIN_POOLED
-from service.engine import CPU, Engine, reading_temperatures
+from engine.engine import CPU, Engine, reading_temperatures
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
 
@@ -81,7 +81,7 @@ class ExportConfig(BaseModel):
     max_length: int | None = Field(None, ge=8, description="default: the length the model was trained with")
     long_texts: Literal["truncate", "head_tail", "chunk"] | None = Field(
         None, description="what the served model reads of a text over max_length tokens; default: "
-        "the rule the checkpoint was trained with (core/long_texts.py)")
+        "the rule the checkpoint was trained with (engine/long_texts.py)")
     max_windows: int | None = Field(None, ge=1, description="chunk: windows per text at most; "
                                     "default: the training run's")
     variants: list[str] = Field(default_factory=lambda: list(ALL_VARIANTS))
@@ -184,7 +184,7 @@ def export(config: ExportConfig, progress=None) -> dict:
         "cpu_variant": None,
         "gpu_variant": None,
         "versions": _versions(),
-        # what the checks below ran on: the engine refuses a file that differs (service/bundle.py)
+        # what the checks below ran on: the engine refuses a file that differs (engine/bundle.py)
         "files": hash_files(out),
     }
     _write_manifest(out, manifest)

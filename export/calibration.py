@@ -4,7 +4,7 @@ A fine-tuned classifier's softmax is usually over-confident: of the texts it sco
 than 95% are right. Dividing the logits by one temperature T > 1 (fitted by minimising the
 negative log-likelihood on labelled held-out texts) softens every score without changing any
 label, since argmax(z / T) = argmax(z). The export fits T on ``--eval-data`` for the served CPU
-variant and records it in the manifest; the engine applies it (service/engine.py).
+variant and records it in the manifest; the engine applies it (engine/engine.py).
 
 The figure of merit is the expected calibration error (ECE): texts binned by their top-class
 score into equal-width bins, ECE = sum over bins of (texts in bin / n) * |accuracy - mean score|,
@@ -13,7 +13,7 @@ estimate is noisy and biased upwards: even a perfectly calibrated model shows an
 on SST-2 dev (872 texts). ``ece_floor`` measures that floor for the scores at hand, so a figure
 can be read against it.
 
-Texts over the model's max_length read through several windows (core/long_texts.py, chunk) get
+Texts over the model's max_length read through several windows (engine/long_texts.py, chunk) get
 the mean of their windows' logits, which is a differently scaled statistic: on IMDB dev the
 pooled texts want T = 0.9 where single windows want 1.1 to 1.8. ``calibrate_by_reading`` fits one
 temperature per reading (one window, several windows) when there are enough of each.

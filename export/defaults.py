@@ -100,7 +100,7 @@ def build_default_model(task: str, config: DefaultsConfig | None = None,
 
 def stored_default(task: str) -> DefaultModel | None:
     """The task's latest model in the store when it is a usable bundle, else None."""
-    from service.bundle import BundleError, resolve_bundle
+    from engine.bundle import BundleError, resolve_bundle
 
     try:
         bundle = resolve_bundle(task)

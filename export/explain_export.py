@@ -1,5 +1,5 @@
 """The ``explain`` bundle variant: an fp32 graph whose outputs are the logits and the attention
-probabilities of every layer, for `service/explain.py` (attention heatmaps, attention rollout).
+probabilities of every layer, for `engine/explain.py` (attention heatmaps, attention rollout).
 
 Outputs:
 - ``logits``: (batch, labels), first, so the serving engine (which reads output 0) can check this

@@ -18,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
-    from service.engine import BatchResult
+    from engine.engine import BatchResult
 
 PREFIX = "textcls"
 

@@ -10,7 +10,7 @@ as the export wrote it, so its file hashes still check what is left; the engine 
 whose file an image left out when asked for it.
 
 The image's Dockerfile (k8s/Dockerfile.template) runs this in its build stage, inside the Bento
-(standard library and service.bundle only). Prints what it kept and what it left out.
+(standard library and engine.bundle only). Prints what it kept and what it left out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from service.bundle import MANIFEST, Bundle, BundleError
+from engine.bundle import MANIFEST, Bundle, BundleError
 
 
 def pack(models: Path, device: str) -> list[tuple[Path, list[str], list[str], int]]:

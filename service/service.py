@@ -32,13 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, RedirectResponse
 
-from core.long_texts import LongTextRule
+from engine.long_texts import LongTextRule
 from core.tasks import TASKS
 from service import batching
-from service.bundle import describe_long_texts, override_long_texts, resolve_bundle
-from service.engine import BatchResult, Engine
+from engine.bundle import describe_long_texts, override_long_texts, resolve_bundle
+from engine.engine import BatchResult, Engine
 from service.errors import SHAPED_HEADER, ErrorType, ServiceError, from_status
-from service.explain import EXPLAIN, ExplainError, Explainer
+from engine.explain import EXPLAIN, ExplainError, Explainer
 from service.lifecycle import Lifecycle
 from service.metrics import get_metrics
 from service.settings import ServiceSettings, is_bundle_path, load_settings
@@ -52,7 +52,7 @@ EXPLAIN_ROUTE = "/explain"
 
 
 class Classifier(Protocol):
-    """What the service needs of an engine (service.engine.Engine, or a fake in tests)."""
+    """What the service needs of an engine (engine.engine.Engine, or a fake in tests)."""
 
     task: str
     labels: list[str]

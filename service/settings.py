@@ -17,7 +17,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.long_texts import RULES
+from engine.long_texts import RULES
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
 
 ENV_PREFIX = "TEXTCLS_"

@@ -29,8 +29,8 @@ from batch.score import ScoreConfig, ScoreProgress, score
 from batch.workdir import WorkDir
 from core.errors import UserError
 from processes import free_port, serve_command, serve_env, serving
-from service.bundle import Bundle
-from service.engine import Engine
+from engine.bundle import Bundle
+from engine.engine import Engine
 from textcls.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -195,7 +195,7 @@ def test_the_export_turns_a_calibration_failure_into_a_user_error(tmp_path, monk
 
     from core.errors import UserError
     from export import bundle_export
-    from service.engine import BatchResult
+    from engine.engine import BatchResult
     from train.data import LabelledData
 
     class NaNEngine:  # a model whose outputs are not numbers
@@ -220,7 +220,7 @@ def test_the_export_turns_a_calibration_failure_into_a_user_error(tmp_path, monk
 
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))
 def test_the_export_fits_the_served_variants_temperature(tiny_manifests, tiny_bundles, task):
-    from service.bundle import TOKENIZER, Bundle
+    from engine.bundle import TOKENIZER, Bundle
     from train.data import load_labelled
 
     manifest = tiny_manifests[task]
@@ -248,8 +248,8 @@ def test_the_export_fits_the_served_variants_temperature(tiny_manifests, tiny_bu
 
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))
 def test_the_engine_serves_calibrated_scores_with_the_same_labels(tiny_bundles, task):
-    from service.bundle import Bundle
-    from service.engine import Engine
+    from engine.bundle import Bundle
+    from engine.engine import Engine
     from train.data import load_labelled
 
     bundle = Bundle.load(tiny_bundles[task])
@@ -270,8 +270,8 @@ def test_the_engine_serves_calibrated_scores_with_the_same_labels(tiny_bundles, 
 def test_the_engine_divides_texts_read_through_windows_by_their_own_temperature(tiny_bundles, tmp_path):
     import shutil
 
-    from service.bundle import MANIFEST, Bundle
-    from service.engine import Engine
+    from engine.bundle import MANIFEST, Bundle
+    from engine.engine import Engine
 
     path = tmp_path / "b"
     shutil.copytree(tiny_bundles["sentiment"], path)
@@ -293,7 +293,7 @@ def test_the_engine_divides_texts_read_through_windows_by_their_own_temperature(
 def test_a_manifest_with_an_invalid_window_temperature_is_a_bundle_error(tiny_bundles, tmp_path, value):
     import shutil
 
-    from service.bundle import MANIFEST, Bundle, BundleError
+    from engine.bundle import MANIFEST, Bundle, BundleError
 
     path = tmp_path / "b"
     shutil.copytree(tiny_bundles["topic"], path)
@@ -312,7 +312,7 @@ def test_the_export_fits_on_several_calibration_files_with_a_temperature_per_rea
     both with a note when there are not (the default 100), figures per file, and the engine
     serves the ECE the export reports."""
     from export import bundle_export
-    from service.bundle import Bundle
+    from engine.bundle import Bundle
     from train.data import load_labelled
 
     dev = load_labelled(demo_files("sentiment")[1])
@@ -396,7 +396,7 @@ def test_the_export_summary_prints_the_temperature_and_the_ece(tiny_manifests, c
     (["--eval-data", demo_files("sentiment")[1], "--no-calibrate"], "--no-calibrate"),
 ])
 def test_without_eval_data_or_with_no_calibrate_the_temperature_is_1(tiny_checkpoints, tmp_path, extra, reason):
-    from service.bundle import Bundle
+    from engine.bundle import Bundle
 
     result = runner.invoke(app, ["export", str(tiny_checkpoints["sentiment"]), "--task", "sentiment",
                                  "--variants", "fp32", "--no-save", "--output", str(tmp_path / "b"), *extra])
@@ -424,7 +424,7 @@ def test_a_fit_at_the_bound_is_recorded_but_not_applied(tiny_bundles, monkeypatc
     from dataclasses import replace
 
     from export import bundle_export, calibration
-    from service.bundle import Bundle
+    from engine.bundle import Bundle
     from train.data import load_labelled
 
     real = calibration.calibrate

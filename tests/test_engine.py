@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.bundle import Bundle, BundleError, resolve_bundle
-from service.engine import Engine
+from engine.bundle import Bundle, BundleError, resolve_bundle
+from engine.engine import Engine
 
 TEXTS = [
     "a wonderful, moving film",
@@ -96,7 +96,7 @@ LONG_ENDS = ("But the ending is wonderful, moving and beautifully acted; a great
 def rule_engine(bundle_dir, rule: str, **kwargs) -> Engine:
     """The fp32 variant (its logits do not move with the batch a text shares; int8's do, a little)
     reading long texts by ``rule``."""
-    from core.long_texts import LongTextRule
+    from engine.long_texts import LongTextRule
 
     return Engine(Bundle.load(bundle_dir), variant="fp32", device="cpu", threads=1,
                   long_texts=LongTextRule(rule, **kwargs))
@@ -165,7 +165,7 @@ def test_answers_come_back_in_input_order_with_long_and_short_texts_mixed(tiny_b
 
 
 def test_padded_tokens_count_every_window(tiny_bundles):
-    from service.engine import token_batches
+    from engine.engine import token_batches
 
     engine = rule_engine(tiny_bundles["sentiment"], "chunk", max_windows=4)
     max_length = engine.bundle.max_length

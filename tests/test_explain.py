@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from conftest import ROOT, TASK_ARCH, TINY_DIMS
 from export.bundle_export import CPU_CANDIDATES
 from export.explain_export import MAX_ATTENTION_DIFF
-from service.bundle import Bundle, BundleError
-from service.engine import Engine
-from service.explain import ExplainError, Explainer, attention_rollout
+from engine.bundle import Bundle, BundleError
+from engine.engine import Engine
+from engine.explain import ExplainError, Explainer, attention_rollout
 from textcls.cli import app
 
 runner = CliRunner()
@@ -173,7 +173,7 @@ def test_rollout_averages_heads_and_multiplies_layers_in_order():
 
 def test_explaining_never_imports_torch(tiny_bundles):
     code = (
-        "import sys; from service.bundle import Bundle; from service.explain import Explainer; "
+        "import sys; from engine.bundle import Bundle; from engine.explain import Explainer; "
         f"e = Explainer(Bundle.load({str(tiny_bundles['sentiment'])!r}), device='cpu'); "
         "e.explain('a fine film').to_dict(); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
@@ -290,7 +290,7 @@ def _reading(tiny_bundles, task, rule):
 
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))
 def test_a_long_text_is_explained_window_by_window_under_chunk(tiny_bundles, task):
-    from core.long_texts import LongTextRule
+    from engine.long_texts import LongTextRule
 
     explainer, engine = _reading(tiny_bundles, task, LongTextRule("chunk", max_windows=16, overlap=8))
     encoding = engine.tokenizer.encode(LONG)
@@ -324,7 +324,7 @@ def test_a_long_text_is_explained_window_by_window_under_chunk(tiny_bundles, tas
 
 @pytest.mark.parametrize("task", sorted(TASK_ARCH))
 def test_past_max_windows_and_under_head_tail_the_explanation_is_flagged_but_reaches_the_end(tiny_bundles, task):
-    from core.long_texts import LongTextRule
+    from engine.long_texts import LongTextRule
 
     for rule in (LongTextRule("chunk", max_windows=2, overlap=8), LongTextRule("head_tail", head=8)):
         explainer, engine = _reading(tiny_bundles, task, rule)
@@ -341,7 +341,7 @@ def test_past_max_windows_and_under_head_tail_the_explanation_is_flagged_but_rea
 
 
 def test_short_texts_are_explained_alike_under_every_rule(tiny_bundles, explainers):
-    from core.long_texts import LongTextRule
+    from engine.long_texts import LongTextRule
 
     default = explainers["sentiment"]
     for rule in (LongTextRule("chunk"), LongTextRule("head_tail")):

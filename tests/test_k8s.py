@@ -472,7 +472,7 @@ def test_the_batch_job_is_indexed_with_one_shard_per_completion():
 
 def test_the_jobs_leave_bento_path_to_the_image():
     # the scorer finds the models packed into the Bento under $BENTO_PATH/models, the path the
-    # image's Dockerfile sets (service.bundle.resolve_bundle); BentoML's home is an emptyDir
+    # image's Dockerfile sets (engine.bundle.resolve_bundle); BentoML's home is an emptyDir
     for job in score_and_merge():
         for container in containers(job):
             assert "BENTO_PATH" not in env_of(container)

@@ -1,4 +1,4 @@
-"""The long-text rule (core/long_texts.py): what the model reads of a text over max_length tokens.
+"""The long-text rule (engine/long_texts.py): what the model reads of a text over max_length tokens.
 
 Unit tests on synthetic special-token masks first (no model); then, on the tiny checkpoints and
 bundles of conftest, the PyTorch scorer against the fp32 ONNX engine under each rule, and training
@@ -15,8 +15,8 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from core.long_texts import RULES, LongTextRule, chunk_starts
-from service.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, BundleError
+from engine.long_texts import RULES, LongTextRule, chunk_starts
+from engine.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, BundleError
 
 
 # Special-token masks of one tokenized text of `content` tokens, by the tokenizer's template.
@@ -264,7 +264,7 @@ LONG = {
 @pytest.mark.parametrize("rule", [LongTextRule("chunk"), LongTextRule("chunk", max_windows=20, overlap=8),
                                   LongTextRule("head_tail", head=16)])
 def test_pytorch_and_the_fp32_engine_agree_on_long_texts(tiny_checkpoints, tiny_bundles, task, rule):
-    from service.engine import Engine
+    from engine.engine import Engine
     from train.finetune import torch_scorer
 
     bundle = Bundle.load(tiny_bundles[task])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from service.bundle import EXPLAIN, MANIFEST, TOKENIZER, Bundle, BundleError
-from service.engine import Engine
-from service.explain import Explainer
+from engine.bundle import EXPLAIN, MANIFEST, TOKENIZER, Bundle, BundleError
+from engine.engine import Engine
+from engine.explain import Explainer
 from service.pack import main as pack_main
 from service.pack import pack
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import TASK_ARCH, demo_files
 from export.bundle_export import BOUNDS, within_accuracy_drop
-from service.bundle import BundleError
+from engine.bundle import BundleError
 from textcls.cli import app
 
 runner = CliRunner()
@@ -193,8 +193,8 @@ def test_a_failed_variant_is_marked_never_served_and_the_bundle_is_stored(tiny_c
     import bentoml
 
     from export import bundle_export
-    from service.bundle import Bundle
-    from service.engine import Engine
+    from engine.bundle import Bundle
+    from engine.engine import Engine
 
     before = len(bentoml.models.list("sentiment"))
     # an int8 graph can never match PyTorch exactly: with a zero bound it must fail
@@ -249,8 +249,8 @@ def test_the_export_is_refused_when_no_servable_variant_passed(tiny_checkpoints,
     assert manifest["cpu_variant"] is None
     assert len(bentoml.models.list("topic")) == before
     with pytest.raises(BundleError, match="no CPU variant that passed"):
-        from service.bundle import Bundle
-        from service.engine import Engine
+        from engine.bundle import Bundle
+        from engine.engine import Engine
 
         Engine(Bundle.load(tmp_path / "b"), device="cpu")
 
@@ -259,7 +259,7 @@ def test_an_accuracy_loss_within_noise_passes_and_a_significant_one_fails(tiny_c
     """The accuracy rule end to end, with the int8 variant's answers rigged: wrong on 1 text of
     160 passes (p = 0.5); wrong on 12 more than PyTorch fails (p < 0.05), with both figures."""
     from export import bundle_export
-    from service.engine import Engine
+    from engine.engine import Engine
 
     dev = demo_files("sentiment")[1]
     real_predict = Engine.predict
@@ -315,7 +315,7 @@ def test_compare_accuracy_counts_only_the_texts_where_the_two_disagree():
 
 
 def test_old_manifests_read_their_passed_flags_as_verdicts(tmp_path):
-    from service.bundle import Bundle
+    from engine.bundle import Bundle
 
     bundle = Bundle(path=tmp_path, manifest={"variants": {
         "fp32": {"passed": True}, "int8": {"passed": False}, "fp16": {"passed": None},
@@ -376,8 +376,8 @@ def test_an_explain_variant_off_its_attention_bound_is_failed_not_fatal(tiny_che
     explain = manifest["variants"]["explain"]
     assert explain["verdict"] == "failed" and "attentions differ from PyTorch" in explain["failure"]
     assert explain["attention_parity"]["max_abs_attention_diff"] >= 0  # the figures are kept
-    from service.bundle import Bundle
-    from service.explain import Explainer
+    from engine.bundle import Bundle
+    from engine.explain import Explainer
 
     with pytest.raises(BundleError, match="failed the export's checks"):
         Explainer(Bundle.load(tmp_path / "b"), device="cpu")
@@ -399,8 +399,8 @@ def _long_text_file(tmp_path):
 def test_evaluate_reads_long_texts_by_the_bundles_rule_or_the_one_asked_and_records_it(tiny_bundles, tmp_path):
     from dataclasses import replace
 
-    from service.bundle import Bundle
-    from service.engine import Engine
+    from engine.bundle import Bundle
+    from engine.engine import Engine
 
     data = str(_long_text_file(tmp_path))
     bundle = Bundle.load(tiny_bundles["sentiment"])

@@ -277,7 +277,7 @@ def assert_no_leak(response) -> None:
 def test_the_leak_check_catches_what_an_unshaped_500_would_show():
     import httpx
 
-    for body in (f'Traceback (most recent call last):\n  File "{ROOT}/service/engine.py", line 1',
+    for body in (f'Traceback (most recent call last):\n  File "{ROOT}/engine/engine.py", line 1',
                  f"RuntimeError: failed reading {SECRET_PATH}", "failed reading /srv/app/x.onnx",
                  f'{{"error": "api_key={SECRET}"}}'):
         with pytest.raises(AssertionError):

@@ -283,7 +283,7 @@ def evaluate(
     """Evaluate a served bundle or a checkpoint on labelled data: accuracy, macro-F1, report."""
     from tqdm import tqdm
 
-    from service.bundle import describe_long_texts
+    from engine.bundle import describe_long_texts
     from train.data import check_known_labels, load_labelled
     from train.report import EVAL_BATCH_SIZE, evaluate as evaluate_predictions, write_report
 
@@ -325,7 +325,7 @@ def _predictor(model: str, variant: Optional[str], long_texts: Optional[str], ma
     """(texts -> labels, label list, display name, long-text rule, cost figures filled as it
     predicts) for a bundle, store tag or checkpoint; the rule is the one it records unless
     ``long_texts`` / ``max_windows`` override it (then the name says so)."""
-    from service.bundle import BundleError, override_long_texts, resolve_bundle
+    from engine.bundle import BundleError, override_long_texts, resolve_bundle
 
     overridden = "".join(f"-{part}" for part in (long_texts, max_windows and f"{max_windows}windows") if part)
     path = Path(model)
@@ -337,7 +337,7 @@ def _predictor(model: str, variant: Optional[str], long_texts: Optional[str], ma
         rule = override_long_texts(trained_long_texts(path), long_texts, max_windows)
         predict, labels, name = _torch_predictor(path, rule)
         return predict, labels, name + overridden, rule, {}
-    from service.engine import Engine
+    from engine.engine import Engine
 
     try:
         bundle = resolve_bundle(model)
@@ -574,8 +574,8 @@ def explain(
 ) -> None:
     """Explain one prediction: attention heatmap of a layer/head plus attention-rollout weights per
     token (PNG), computed by the bundle's ONNX explain variant; prints the label and top tokens."""
-    from service.bundle import BundleError, resolve_bundle
-    from service.explain import ExplainError, Explainer
+    from engine.bundle import BundleError, resolve_bundle
+    from engine.explain import ExplainError, Explainer
 
     if (task is None) == (model is None):
         _fail(UserError("give either --task or --model (a bundle directory or store tag)."))

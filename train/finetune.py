@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core.errors import UserError
-from core.long_texts import LongTextRule
+from engine.long_texts import LongTextRule
 from core.tasks import label_order
 from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
 from train.report import EVAL_BATCH_SIZE, evaluate, write_report
@@ -58,7 +58,7 @@ class TrainConfig(BaseModel):
                             "are read by the long-text rule")
     long_texts: Literal["truncate", "head_tail", "chunk"] = Field(
         "truncate", description="what the model reads of a text over max_length tokens "
-        "(core/long_texts.py); the export records it in the bundle and the engine applies it")
+        "(engine/long_texts.py); the export records it in the bundle and the engine applies it")
     max_windows: int = Field(4, ge=1, description="chunk: windows per text at most")
     window_overlap: int = Field(32, ge=0, description="chunk: tokens two neighbouring windows share")
     head_tokens: int = Field(32, ge=0, description="head_tail: tokens kept from the start")

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.long_texts import LongTextRule
-from service.engine import BatchResult, Prediction
+from engine.long_texts import LongTextRule
+from engine.engine import BatchResult, Prediction
 from service.settings import load_settings
 
 LABELS = {
@@ -36,7 +36,7 @@ def fake_prediction(task: str, text: str) -> dict:
 
 
 class FakeEngine:
-    """Stands in for service.engine.Engine: records every call; can be held, slowed or failed."""
+    """Stands in for engine.engine.Engine: records every call; can be held, slowed or failed."""
 
     provider = "CPUExecutionProvider"
     variant = "fake"

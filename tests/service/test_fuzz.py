@@ -107,7 +107,7 @@ def contract_schema(published: dict[str, Any]) -> dict[str, Any]:
        copy BentoML inlines into the operation says `type: integer`, so a null head (the default)
        reads as invalid data that the server "wrongly" accepts.
     5. /explain `layer` and `head` must exist in the model: a layer or head it lacks is 422
-       (service/explain.py), a bound no schema written before the model is loaded can state. The
+       (engine/explain.py), a bound no schema written before the model is loaded can state. The
        served tiny models' bounds (TINY_DIMS) are stated, so that valid data stays valid and
        negative data includes the integers just outside them.
     """
@@ -230,7 +230,7 @@ def test_fuzz_every_operation_from_the_schema(case):
     SENT[case.operation.label][response.status_code] += 1
     excluded = []
     if response.status_code == 422 and SHAPED_HEADER in response.headers:
-        # The model's own verdict on a body valid by the schema (service/explain.py: a text with
+        # The model's own verdict on a body valid by the schema (engine/explain.py: a text with
         # no tokens once normalised, e.g. only control characters; no explain variant): a 422 by
         # contract that no schema can state, told apart by the header the service sets on it.
         excluded.append(schemathesis.checks.positive_data_acceptance)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from service.bundle import Bundle
+from engine.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 BENTOML = Path(sys.executable).with_name("bentoml")
@@ -23,7 +23,7 @@ TRAINING_ONLY = ("torch", "transformers", "optimum", "datasets", "accelerate")
 SERVING_PATH = """
 import sys
 import service.service as s
-from service.engine import Engine
+from engine.engine import Engine
 s.TextClassifier.to_asgi()  # what a bentoml worker builds
 engine = Engine.from_ref(sys.argv[1], device="cpu")
 engine.warmup()
@@ -94,10 +94,10 @@ def test_bentoml_build_packs_both_models_and_only_the_serving_code(tiny_bundles,
 
     sources = sorted(str(p.relative_to(bento / "src")) for p in (bento / "src").rglob("*")
                      if p.is_file())
-    assert "service/service.py" in sources and "service/engine.py" in sources
-    assert "core/tasks.py" in sources  # what the service shares with the stages
+    assert "service/service.py" in sources and "engine/engine.py" in sources
+    assert "core/tasks.py" in sources and "engine/engine.py" in sources  # the engine, and what the service shares with the stages
     assert "batch/score.py" in sources and "textcls/cli.py" in sources  # the scoring Job's command
-    assert all(p.startswith(("service/", "core/", "batch/", "textcls/")) or p == "bentofile.yaml"
+    assert all(p.startswith(("service/", "engine/", "core/", "batch/", "textcls/")) or p == "bentofile.yaml"
                for p in sources), sources
 
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()

@@ -13,7 +13,7 @@ from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
     TEST_BENTOML_CONFIG, FakeEngines, anyio_backend, fake_settings, serving,
 )
 
-from service.bundle import Bundle
+from engine.bundle import Bundle
 from service.service import build_service, make_engine
 
 # The tiny BERT's tokenizer splits punctuation: one token per full stop, plus [CLS] and [SEP].

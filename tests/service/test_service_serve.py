@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from processes import free_port, serve_command, serve_env, serving
-from service.bundle import Bundle
+from engine.bundle import Bundle
 from service.metrics import CATALOGUE
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from processes import ROOT, free_port, serve_command, serve_env
-from service.bundle import Bundle
+from engine.bundle import Bundle
 
 pytestmark = pytest.mark.reliability
 

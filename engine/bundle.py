@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from core.long_texts import LongTextRule
+from engine.long_texts import LongTextRule
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
-EXPLAIN = "explain"  # the variant service/explain.py opens
+EXPLAIN = "explain"  # the variant engine/explain.py opens
 IMAGE_NOTE = ("(A container image packs only the variants its device serves: the CPU image has no "
               "fp16 graph, the GPU image no int8; docs/deploy.md#what-the-image-holds.)")
 FORMAT_VERSION = 1

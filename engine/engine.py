@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from core.long_texts import LongTextRule
+from engine.long_texts import LongTextRule
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
-from service.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
+from engine.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
 
 log = logging.getLogger(__name__)
 

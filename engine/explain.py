@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from core.long_texts import LongTextRule
-from service.bundle import EXPLAIN, Bundle, BundleError
-from service.engine import Engine
+from engine.long_texts import LongTextRule
+from engine.bundle import EXPLAIN, Bundle, BundleError
+from engine.engine import Engine
 
 METHOD = "attention-rollout"
 ATTENTIONS = "attentions"
