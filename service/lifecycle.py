@@ -1,10 +1,11 @@
 """Graceful shutdown: what a worker does between SIGTERM and its exit.
 
-How the signal travels (read in bentoml 1.4, circus 0.19, uvicorn 0.54; docs/reliability.md):
+How the signal travels (read in BentoML 1.4, circus 0.18, uvicorn 0.54; docs/reliability.md;
+what the drain touches beyond public APIs is in service/internals.py):
 - `bentoml serve` is a circus arbiter. SIGTERM (or SIGINT) to it stops its watchers: each worker
-  gets SIGTERM and the arbiter waits up to 86,400 s for it (bentoml/serving.py:107-126,
-  graceful_timeout), then closes the listening socket it created and passed to the workers.
-- A worker is a uvicorn server on that socket. Its SIGTERM handler (uvicorn/server.py:332-356)
+  gets SIGTERM and the arbiter waits for it (its graceful_timeout, a day), then closes the
+  listening socket it created and passed to the workers.
+- A worker is a uvicorn server on that socket. Its SIGTERM handler (``Server.handle_exit``)
   sets should_exit; shutdown then closes the listener, closes every idle keep-alive connection at
   once, waits for the responses in progress, and runs the lifespan shutdown. A client that sends
   its next request on a keep-alive connection just as it is closed gets no answer, and the
@@ -17,7 +18,7 @@ which runs in the worker's main thread after uvicorn installed its handlers):
 1. at once: ``draining``: /readyz and every new prediction request are answered 503
    ``shutting_down`` with ``Connection: close``, and the listening socket is shut down for every
    process that holds it, so new connections are refused rather than queued and reset;
-2. the requests already admitted (queued in BentoML's batcher or running) are answered as usual,
+2. the requests already admitted (queued in our batcher or running) are answered as usual,
    also with ``Connection: close``;
 3. when none is left (and ``LINGER_SECONDS`` more, for requests still unread in open
    connections), or after ``TEXTCLS_SHUTDOWN_GRACE_SECONDS``, uvicorn's own handler runs and the
@@ -28,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import threading
 import time
 from typing import Any
+
+from service.internals import close_asyncio_servers, listening_sockets, uvicorn_server_of
 
 log = logging.getLogger("bentoml.textcls")
 
@@ -49,7 +51,7 @@ class Lifecycle:
 
     def __init__(self, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
-        self.in_flight = 0  # admitted: queued in BentoML's batcher or running
+        self.in_flight = 0  # admitted: queued in the batcher or running
         self.reading = 0  # bodies being read (bounded by TEXTCLS_BODY_TIMEOUT_SECONDS)
         self.draining = False
         self.answered_while_draining = 0
@@ -130,10 +132,10 @@ class Lifecycle:
             handler(signal.SIGINT, None)
 
     def _uvicorn_server(self) -> Any:
-        """The uvicorn Server whose handle_exit we took over (a bound method), if it is one."""
+        """The uvicorn Server whose handle_exit we took over, if it is one."""
         for handler in self._handlers.values():
-            server = getattr(handler, "__self__", None)
-            if server is not None and hasattr(server, "servers"):
+            server = uvicorn_server_of(handler)
+            if server is not None:
                 return server
         return None
 
@@ -145,34 +147,11 @@ def shut_listeners(server: Any) -> int:
     backlog that nobody accepts), then close uvicorn's asyncio servers so the event loop stops
     polling them. Returns the number of sockets shut down."""
     closed = 0
-    for fd in _open_fds():
+    for sock in listening_sockets():
         try:
-            copy = os.dup(fd)
+            sock.shutdown(socket.SHUT_RD)
+            closed += 1
         except OSError:
-            continue
-        try:
-            sock = socket.socket(fileno=copy)
-        except OSError:  # not a socket
-            os.close(copy)
-            continue
-        with sock:
-            try:
-                if sock.type == socket.SOCK_STREAM and sock.getsockopt(
-                        socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                    sock.shutdown(socket.SHUT_RD)
-                    closed += 1
-            except OSError:
-                pass
-    for asyncio_server in getattr(server, "servers", []) or []:
-        asyncio_server.close()
+            pass
+    close_asyncio_servers(server)
     return closed
-
-
-def _open_fds() -> list[int]:
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return sorted(int(name) for name in os.listdir(folder))
-        except OSError:
-            continue
-    return []
-

@@ -17,14 +17,13 @@ from bentoml.exceptions import BentoMLException
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.long_texts import RULES
-from core.system import DEFAULT_BATCH_TOKENS, available_cores
+from engine.options import EngineOptions
 
 ENV_PREFIX = "TEXTCLS_"
 
 log = logging.getLogger("bentoml.textcls")
 
-# BentoML tag syntax: a lowercase name, optionally ":version" (bentoml/_internal/tag.py).
+# BentoML tag syntax: a lowercase name, optionally ":version".
 _NAME = r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?"
 _VERSION = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _TAG = re.compile(rf"^{_NAME}(?::{_VERSION})?$")
@@ -35,8 +34,10 @@ def is_bundle_path(ref: str) -> bool:
     return "/" in ref or ref.startswith((".", "~"))
 
 
-class ServiceSettings(BaseSettings):
-    """Everything an operator can tune, each field read from ``TEXTCLS_<FIELD NAME>``."""
+class ServiceSettings(BaseSettings, EngineOptions):
+    """Everything an operator can tune, each field read from ``TEXTCLS_<FIELD NAME>``; the
+    engine's own knobs (device, threads, batch_tokens, long_texts, max_windows) are declared once,
+    in engine.options.EngineOptions, which the batch job and the CLI share."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
@@ -50,47 +51,19 @@ class ServiceSettings(BaseSettings):
         default="topic",
         description="Bundle served at POST /topic; same forms as TEXTCLS_SENTIMENT_MODEL.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto",
-        description="Execution provider: `auto` picks CUDA (with the bundle's GPU variant) when "
-        "onnxruntime-gpu sees a GPU, else CPU (with the CPU variant); `cuda` fails at start-up "
-        "when no GPU is usable.",
-    )
-    threads: int = Field(
-        default_factory=available_cores,
-        ge=1,
-        description="ONNX Runtime intra-op threads per model. Default: the cores this process may "
-        "use (os.sched_getaffinity). Under a Kubernetes CPU limit set it to the limit: affinity "
-        "does not see CFS quotas.",
-    )
-    batch_tokens: int = Field(
-        default=DEFAULT_BATCH_TOKENS,
-        ge=16,
-        le=1_000_000,
-        description="Padded tokens per ONNX Runtime call: a batch's texts, sorted by length, go "
-        "to the model in calls of as many texts as fit (text-embeddings-inference's "
-        "max-batch-tokens). The default was fastest on this CPU for one-text and mixed-length "
-        "loads (docs/benchmarks.md).",
-    )
     max_batch_size: int = Field(
         default=64,
-        ge=2,  # BentoML rejects max_batch_size <= 1 (_bentoml_sdk/method.py:64)
+        ge=1,
         le=4096,
-        description="Most texts BentoML's adaptive batcher puts into one model call, across "
-        "concurrent requests. A request with more texts is split over batches.",
+        description="Most texts one batch (one model call) holds, across concurrent requests "
+        "(service/batcher.py). A request with more texts is split over batches.",
     )
     max_latency_ms: int = Field(
         default=2000,
         ge=10,
         description="Longest a request may wait in the batch queue: one that has waited this "
         "long when its batch would start is answered 503 `overloaded` instead (service/"
-        "batching.py). A bound on queueing under overload, not a latency target.",
-    )
-    batching: Literal["free", "bentoml"] = Field(
-        default="free",
-        description="When a batch starts. `free`: the moment the model is free (service/"
-        "batching.py). `bentoml`: BentoML's own dispatcher, which holds a lone request after a "
-        "burst (docs/service.md); kept to compare the two (docs/benchmarks.md).",
+        "batcher.py). A bound on queueing under overload, not a latency target.",
     )
     max_queue_delay_ms: float = Field(
         default=0,
@@ -119,19 +92,6 @@ class ServiceSettings(BaseSettings):
         "to the limit, `refuse` answers 422. What the model reads of a text over its max_length "
         "tokens is TEXTCLS_LONG_TEXTS' rule; texts cut either way are counted in "
         "textcls_truncated_texts_total.",
-    )
-    long_texts: str = Field(
-        default="",
-        description="What the model reads of a text over its max_length tokens: `truncate` (its "
-        "start), `head_tail` (its start and its end) or `chunk` (windows over the whole text, at "
-        "most TEXTCLS_MAX_WINDOWS, their logits averaged). Empty: the rule the bundle records, "
-        "the one it was trained with (docs/service.md#long-texts).",
-    )
-    max_windows: int | None = Field(
-        default=None,
-        ge=1,
-        description="`chunk`: most windows (model inputs) read of one text; a longer text is read "
-        "by that many spread over it. Empty: the bundle's. Each window costs a model input.",
     )
     max_body_bytes: int = Field(
         default=1_048_576,
@@ -202,22 +162,6 @@ class ServiceSettings(BaseSettings):
                 "(a bundle directory path must contain '/')"
             )
         return ref
-
-    @field_validator("long_texts", mode="before")
-    @classmethod
-    def _long_text_rule(cls, rule: object) -> object:
-        if isinstance(rule, str):
-            rule = rule.strip()
-            if rule and rule not in RULES:
-                raise ValueError(f"{rule!r} is not a long-text rule: give {', '.join(RULES)}, or "
-                                 "leave it empty for the rule the bundle records")
-        return rule
-
-    @field_validator("max_windows", mode="before")
-    @classmethod
-    def _empty_is_the_bundles(cls, value: object) -> object:
-        # `TEXTCLS_MAX_WINDOWS=` (as in a ConfigMap) means unset
-        return None if isinstance(value, str) and not value.strip() else value
 
     def model_ref(self, task: str) -> str:
         return getattr(self, f"{task}_model")

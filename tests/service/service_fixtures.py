@@ -73,7 +73,7 @@ class FakeEngine:
 
 
 class FakeEngines:
-    """An engine factory for build_service that keeps the engines it made, by task."""
+    """An engine factory for service_for that keeps the engines it made, by task."""
 
     def __init__(self, **engine_kwargs) -> None:
         self.kwargs = engine_kwargs

@@ -1,4 +1,4 @@
-"""The batching strategy (service/batching.py) through BentoML's real service app, in process.
+"""When a batch starts (service/batcher.py), through BentoML's real service app, in process.
 
 The fake engine takes a fixed time per batch, so how long the dispatcher holds a request shows
 as latency beyond that time.
@@ -11,7 +11,6 @@ import statistics
 import time
 
 import pytest
-from _bentoml_impl.server import app as bentoml_app
 from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
     TEST_BENTOML_CONFIG,
     FakeEngines,
@@ -20,8 +19,7 @@ from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
     serving,
 )
 
-from service import batching
-from service.service import build_service
+from service.service import service_for
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +27,7 @@ BATCH_SECONDS = 0.1
 
 
 def make(tmp_path, engines, **settings):
-    return build_service(fake_settings(tmp_path, **settings), engine_factory=engines,
+    return service_for(fake_settings(tmp_path, **settings), engine_factory=engines,
                          bentoml_config=TEST_BENTOML_CONFIG)
 
 
@@ -41,15 +39,15 @@ async def timed_post(client, text: str) -> float:
 
 
 async def test_a_lone_request_after_a_burst_is_not_held_back(tmp_path):
-    """BentoML's own dispatcher learns to hold a batch about as long as the first request of each
-    batch waited during the burst (one batch duration) and keeps holding lone requests after it;
-    this one sends a lone request the moment the model is free."""
+    """BentoML's own dispatcher learned to hold a batch about as long as the first request of each
+    batch waited during the burst (one batch duration) and kept holding lone requests after it;
+    our queue sends a lone request the moment the model is free."""
     engines = FakeEngines(delay=BATCH_SECONDS)
     # more clients than a batch holds, so requests queue behind every running batch, as they do
     # over HTTP when arrivals spread out
     async with serving(make(tmp_path, engines, max_batch_size=8)) as client:
         before = [await timed_post(client, f"fresh {i}") for i in range(3)]
-        # BentoML refreshes its learned wait at most every 5 s (dispatcher.py:45,72)
+        # BentoML's dispatcher refreshed its learned wait every 5 s: a burst longer than that
         burst_end = time.perf_counter() + 6
 
         async def busy_client(i: int) -> None:
@@ -112,13 +110,3 @@ async def test_a_request_that_waited_past_max_latency_is_answered_503_and_others
     assert waiting.json()["type"] == "overloaded"
     assert after.status_code == 200
     assert ["waits too long"] not in engine.calls
-
-
-def test_the_dispatcher_is_replaced_only_on_the_bentoml_it_was_checked_against(monkeypatch):
-    batching.install(0, "bentoml")  # TEXTCLS_BATCHING=bentoml: BentoML's own, to compare
-    assert bentoml_app.CorkDispatcher is batching.CorkDispatcher
-    batching.install(0)
-    assert bentoml_app.CorkDispatcher is batching.FreeModelDispatcher
-    monkeypatch.setattr(batching.bentoml, "__version__", "9.9.9")
-    with pytest.raises(RuntimeError, match="9.9.9 is installed"):
-        batching.install(0)

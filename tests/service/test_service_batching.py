@@ -13,13 +13,13 @@ from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
     TEST_BENTOML_CONFIG, FakeEngines, fake_prediction, fake_settings, serving, anyio_backend,
 )
 
-from service.service import build_service
+from service.service import service_for
 
 pytestmark = pytest.mark.anyio
 
 
 def make(tmp_path, engines, **settings):
-    return build_service(fake_settings(tmp_path, **settings), engine_factory=engines,
+    return service_for(fake_settings(tmp_path, **settings), engine_factory=engines,
                          bentoml_config=TEST_BENTOML_CONFIG)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.service import build_service
+from service.service import service_for
 from service_fixtures import TEST_BENTOML_CONFIG, FakeEngines, fake_settings, serving
 
 pytestmark = pytest.mark.anyio
@@ -15,7 +15,7 @@ TEXTS = ["a wonderful, moving film", "dull and far too long", "Markets rallied a
 def tiny_service(tiny_bundles, tmp_path, **kwargs):
     settings = fake_settings(tmp_path).model_copy(
         update={f"{task}_model": str(path) for task, path in tiny_bundles.items()})
-    return build_service(settings, bentoml_config=TEST_BENTOML_CONFIG, **kwargs)
+    return service_for(settings, bentoml_config=TEST_BENTOML_CONFIG, **kwargs)
 
 
 async def test_explanations_match_the_served_labels(tiny_bundles, tmp_path):
@@ -42,7 +42,7 @@ async def test_explain_says_when_the_text_was_cut(tiny_bundles, tmp_path):
 
     settings = fake_settings(tmp_path, max_chars_per_text=100).model_copy(
         update={f"{task}_model": str(path) for task, path in tiny_bundles.items()})
-    async with serving(build_service(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
+    async with serving(service_for(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
         async def explain(text: str) -> dict:
             response = await client.post("/explain", json={"task": "sentiment", "text": text})
             assert response.status_code == 200, response.text
@@ -93,7 +93,7 @@ async def test_a_bundle_without_the_explain_variant_says_how_to_fix_it(tiny_bund
 
 
 async def test_engines_without_a_bundle_get_no_explainer(tmp_path):
-    svc = build_service(fake_settings(tmp_path), engine_factory=FakeEngines(),
+    svc = service_for(fake_settings(tmp_path), engine_factory=FakeEngines(),
                         bentoml_config=TEST_BENTOML_CONFIG)
     async with serving(svc) as client:
         response = await client.post("/explain", json={"task": "sentiment", "text": "fine"})

@@ -14,7 +14,8 @@ from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
 )
 
 from engine.bundle import Bundle
-from service.service import build_service, make_engine
+from service.models import make_engine
+from service.service import service_for
 
 # The tiny BERT's tokenizer splits punctuation: one token per full stop, plus [CLS] and [SEP].
 SHORT = "a wonderful film"
@@ -92,7 +93,7 @@ async def test_the_served_engines_and_explain_read_by_the_override_and_the_log_s
         tiny_bundles, tmp_path, caplog):
     engines = Recorder()
     settings = tiny_settings(tiny_bundles, tmp_path, long_texts="chunk", max_windows=3)
-    svc = build_service(settings, engine_factory=engines, bentoml_config=TEST_BENTOML_CONFIG)
+    svc = service_for(settings, engine_factory=engines, bentoml_config=TEST_BENTOML_CONFIG)
     with start_up_log(caplog) as messages:
         async with serving(svc) as client:
             served = (await client.post("/sentiment", json={"texts": [FULLY_READ]})).json()[0]
@@ -111,7 +112,7 @@ async def test_the_served_engines_and_explain_read_by_the_override_and_the_log_s
 
 @pytest.mark.anyio
 async def test_max_windows_under_another_rule_is_logged_as_doing_nothing(tmp_path, caplog):
-    svc = build_service(fake_settings(tmp_path, max_windows=3), engine_factory=FakeEngines(),
+    svc = service_for(fake_settings(tmp_path, max_windows=3), engine_factory=FakeEngines(),
                         bentoml_config=TEST_BENTOML_CONFIG)
     with start_up_log(caplog) as messages:
         async with serving(svc):
@@ -130,7 +131,7 @@ async def test_long_texts_and_their_windows_are_counted_by_rule(tiny_bundles, tm
                 "windows": counter("textcls_text_windows_total", **labels),
                 "truncated": counter("textcls_truncated_texts_total", task="sentiment")}
 
-    async with serving(build_service(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
+    async with serving(service_for(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
         from prometheus_client import REGISTRY
 
         # the series exist from start-up, for both tasks, under the rule in use
@@ -156,7 +157,7 @@ async def test_under_the_bundles_truncate_rule_a_long_text_is_one_window(tiny_bu
     assert Bundle.load(tiny_bundles["sentiment"]).long_texts.rule == "truncate"
     labels = {"task": "sentiment", "rule": "truncate"}
     settings = tiny_settings(tiny_bundles, tmp_path)
-    async with serving(build_service(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
+    async with serving(service_for(settings, bentoml_config=TEST_BENTOML_CONFIG)) as client:
         before = (counter("textcls_long_texts_total", **labels),
                   counter("textcls_text_windows_total", **labels))
         response = await client.post("/sentiment", json={"texts": [FULLY_READ, SHORT]})

@@ -21,7 +21,9 @@ def server(tiny_bundles, tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with serving(serve_command(port), f"{url}/readyz", log, env=serve_env(TEXTCLS_MAX_BODY_BYTES="65536"),
+    with serving(serve_command(port), f"{url}/readyz", log, env=serve_env(TEXTCLS_MAX_BODY_BYTES="65536",
+                                                                             TEXTCLS_MAX_TEXTS_PER_REQUEST="48",
+                                                                             TEXTCLS_OVERLONG="refuse"),
                  what="bentoml serve"):
         yield url, log
 
@@ -65,6 +67,10 @@ def test_errors_at_the_real_server_keep_the_shape_and_the_server_up(server):
     assert httpx.get(f"{url}/docs", timeout=10).status_code == 307
     spec = httpx.get(f"{url}/docs.json", timeout=10).json()
     assert {"/sentiment", "/topic"} <= set(spec["paths"])
+    for path in ("/sentiment", "/topic"):  # the limits the environment set, published
+        request = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        texts = request["schema"]["properties"]["texts"]
+        assert texts["maxItems"] == 48 and texts["items"]["maxLength"] == 10_000
 
 
 def test_metrics_carry_every_textcls_metric_labelled_by_task(server):
@@ -78,7 +84,7 @@ def test_metrics_carry_every_textcls_metric_labelled_by_task(server):
     for name, (kind, _, _) in CATALOGUE.items():
         expected = f"textcls_{name}" + ("_bucket" if kind == "histogram" else "")
         assert expected in names, f"{expected} missing from /metrics"
-    assert "bentoml_service_adaptive_batch_size_bucket" in names  # BentoML's own are still there
+    assert "bentoml_service_request_total" in names  # BentoML's own are still there
     info = [s for s in samples if s.name == "textcls_model_info"]
     assert {s.labels["task"] for s in info} == {"sentiment", "topic"}
     assert all(s.labels["provider"] == "CPUExecutionProvider" and s.value == 1 for s in info)

@@ -14,7 +14,7 @@ from service_fixtures import (  # noqa: F401  (anyio_backend is a fixture)
 
 from service.errors import ErrorType
 from service.metrics import metric_names
-from service.service import build_service
+from service.service import service_for
 from service.settings import ServiceSettings, SettingsError, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_environment_variables_with_the_prefix_override_defaults(monkeypatch, tm
 
 
 @pytest.mark.parametrize("name,value,phrase", [
-    ("TEXTCLS_MAX_BATCH_SIZE", "1", "greater than or equal to 2"),
+    ("TEXTCLS_MAX_BATCH_SIZE", "0", "greater than or equal to 1"),
     ("TEXTCLS_DEVICE", "tpu", "'auto', 'cpu' or 'cuda'"),
     ("TEXTCLS_THREADS", "many", "valid integer"),
     ("TEXTCLS_TOPIC_MODEL", "./no/such/bundle", "no bundle directory"),
@@ -93,7 +93,7 @@ async def test_a_bundle_of_the_wrong_task_stops_start_up(tmp_path):
     def swapped(task, ref, settings):
         return FakeEngine("topic")  # served at /sentiment too: must not start
 
-    svc = build_service(fake_settings(tmp_path), engine_factory=swapped,
+    svc = service_for(fake_settings(tmp_path), engine_factory=swapped,
                         bentoml_config=TEST_BENTOML_CONFIG)
     with pytest.raises(RuntimeError, match="is a 'topic' bundle, not a 'sentiment' one"):
         async with serving(svc):

@@ -116,7 +116,7 @@ def test_a_model_missing_from_the_store_stops_start_up(tiny_bundles):
 
 @pytest.mark.parametrize("name, value, phrase", [
     ("TEXTCLS_SENTIMENT_MODEL", "/no/such/bundle", "no bundle directory at /no/such/bundle"),
-    ("TEXTCLS_MAX_BATCH_SIZE", "1", "greater than or equal to 2"),
+    ("TEXTCLS_MAX_BATCH_SIZE", "0", "greater than or equal to 1"),
     ("TEXTCLS_SHUTDOWN_GRACE_SECONDS", "-1", "greater than or equal to 0"),
 ])
 def test_an_invalid_setting_stops_start_up(tiny_bundles, name, value, phrase):
