@@ -10,7 +10,9 @@ class DataError(UserError):
 
 
 class BoundError(UserError):
-    """An exported variant missed its parity or accuracy bound; carries the manifest with the figures."""
+    """An exported variant missed its parity or accuracy bound; carries the manifest with the figures,
+    as manifest.json's JSON object (``engine.bundle.Manifest.to_dict()``: this module sits below the
+    engine and cannot name its types)."""
 
     def __init__(self, message: str, manifest: dict | None = None) -> None:
         super().__init__(message)

@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from engine.long_texts import LongTextRule
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
 from engine.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
+from engine.scores import average_windows, softmax
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +124,18 @@ class Engine:
             if variant is None:
                 raise BundleError(
                     f"bundle {bundle.path} has no CPU variant that passed the export's checks "
-                    f"(verdicts: { {v: bundle.verdict(v) for v in bundle.variants} }); re-export it."
+                    f"(verdicts: { {v: bundle.verdict(v) for v in bundle.manifest.variants} }); re-export it."
                 )
         if not allow_failed and bundle.verdict(variant) == "failed":
-            failure = bundle.variants[variant].get("failure", "see its manifest")
+            failure = bundle.manifest.variants[variant].failure or "see its manifest"
             raise BundleError(
                 f"variant {variant!r} of bundle {bundle.path} failed the export's checks "
                 f"({failure}); it is never served."
             )
-        if variant not in bundle.variants:
+        if variant not in bundle.manifest.variants:
             bundle.variant_path(variant)  # raises, naming the variants the bundle has
         # the files the export checked, byte for byte, or none at all
-        if not bundle.verify([bundle.variants[variant]["file"], TOKENIZER]):
+        if not bundle.verify([bundle.manifest.variants[variant].file, TOKENIZER]):
             log.warning("bundle %s records no file hashes (exported before they were added): "
                         "its files cannot be checked against the export; re-export it", bundle.path)
         self.variant = variant
@@ -203,12 +204,7 @@ class Engine:
             padded += feed["input_ids"].size
             row_logits[idx] = self.session.run(None, feed)[0]
         inference_seconds = time.perf_counter() - t1
-        if len(rows) == len(texts):
-            logits = row_logits
-        else:  # a text read as several windows: the mean of their logits
-            logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-            np.add.at(logits, owners, row_logits)
-            logits /= np.asarray(windows, dtype=np.float32)[:, None]
+        logits = average_windows(row_logits, owners, len(texts))
 
         return BatchResult(
             predictions=self.postprocess(logits, windows),
@@ -274,10 +270,7 @@ class Engine:
     def postprocess(self, logits: np.ndarray, windows: list[int] | None = None) -> list[Prediction]:
         """Predictions from logits (one row per text); ``windows`` None: every text one window."""
         temperatures = self.temperatures(windows if windows is not None else np.ones(len(logits)))
-        scaled = logits / temperatures[:, None]
-        shifted = scaled - scaled.max(axis=1, keepdims=True)
-        probs = np.exp(shifted)
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(logits, temperatures)
         labels = self.labels
         out = []
         for row in probs:

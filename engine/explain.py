@@ -29,6 +29,7 @@ import numpy as np
 from engine.long_texts import LongTextRule
 from engine.bundle import EXPLAIN, Bundle, BundleError
 from engine.engine import Engine
+from engine.scores import average_windows
 
 METHOD = "attention-rollout"
 ATTENTIONS = "attentions"
@@ -102,16 +103,16 @@ class Explainer:
                  long_texts: LongTextRule | None = None) -> None:
         """``long_texts`` None: the rule the bundle records (the service passes its engine's, so
         /explain reads a long text as the served predictions do, TEXTCLS_LONG_TEXTS included)."""
-        if EXPLAIN not in bundle.variants:
+        if EXPLAIN not in bundle.manifest.variants:
             raise BundleError(
                 f"bundle {bundle.path} ({bundle.task}) has no {EXPLAIN!r} variant, only "
-                f"{sorted(bundle.variants)}; re-export with textcls export <checkpoint> --task "
+                f"{sorted(bundle.manifest.variants)}; re-export with textcls export <checkpoint> --task "
                 f"{bundle.task} --variants fp32,int8,optimized,fp16,explain."
             )
         if bundle.verdict(EXPLAIN) == "failed":
             raise BundleError(
                 f"the {EXPLAIN!r} variant of bundle {bundle.path} ({bundle.task}) failed the "
-                f"export's checks ({bundle.variants[EXPLAIN].get('failure', 'see its manifest')}); "
+                f"export's checks ({bundle.manifest.variants[EXPLAIN].failure or 'see its manifest'}); "
                 "explanations from it would not be those of the served model."
             )
         self.bundle = bundle
@@ -157,11 +158,11 @@ class Explainer:
         pairs = np.zeros_like(matrix)
         weights = np.zeros(len(kept), dtype=np.float64)
         reads = np.zeros_like(weights)
-        logits = np.zeros((1, len(self.labels)), dtype=np.float64)
+        window_logits = []
         special = np.array([bool(encoding.special_tokens_mask[p]) for p in kept])
         for window in windows:
-            window_logits, attentions = self._run([encoding.ids[p] for p in window])
-            logits += window_logits
+            logits, attentions = self._run([encoding.ids[p] for p in window])
+            window_logits.append(logits)
             attentions = attentions[0]  # (layers, heads, seq, seq)
             chosen = attentions[layer_index]
             idx = np.array([column[p] for p in window])
@@ -171,7 +172,8 @@ class Explainer:
             rollout[special[idx]] = 0.0
             weights[idx] += rollout / rollout.sum()
             reads[idx] += 1
-        prediction = self.engine.postprocess((logits / len(windows)).astype(np.float32), [len(windows)])[0]
+        pooled = average_windows(np.concatenate(window_logits), np.zeros(len(windows), np.intp), 1)
+        prediction = self.engine.postprocess(pooled, [len(windows)])[0]
         matrix = np.divide(matrix, pairs, out=np.zeros_like(matrix), where=pairs > 0)
         matrix /= matrix.sum(axis=1, keepdims=True)  # rows sum to 1 across windows too
         weights /= reads

@@ -13,8 +13,12 @@ with PyTorch on sample texts; with evaluation data, its accuracy is compared wit
 by text (`compare_accuracy`). Every variant gets a verdict in the manifest: ``passed``,
 ``failed`` (with its figures and the reason) or ``unchecked`` (the check could not run here; never
 recorded as passed). A failed variant is never served, but it does not sink the bundle: the
-bundle is stored with the fastest CPU variant that passed, and the export is refused only when no
-servable (CPU) variant passed, or under ``strict``.
+bundle is stored serving the CPU variant that `export/variant_choice.py` picks among those that
+passed (int8, then optimized, then fp32, unless another is measured clearly faster), and the
+export is refused only when no servable (CPU) variant passed, or under ``strict``.
+
+The manifest is an ``engine.bundle.Manifest``, written with ``Manifest.write`` twice: before the
+checks (they open the bundle through the engine) and with their figures after them.
 
 With evaluation data, the softmax temperature of the served CPU variant is then fitted on it
 (`export/calibration.py`, Guo et al. 2017) and recorded in the manifest's ``calibration``, which
@@ -37,20 +41,22 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from core.errors import BoundError, UserError
-from engine.long_texts import LongTextRule
 from core.system import available_cores
-from engine.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, hash_files, override_long_texts
-from export.calibration import MIN_POOLED
+from engine.bundle import FAILED, FORMAT_VERSION, PASSED, TOKENIZER, UNCHECKED, Bundle, Calibration, EvalInfo, \
+    Manifest, PytorchFigures, Source, Variant, hash_files, override_long_texts
 from engine.engine import CPU, Engine, reading_temperatures
+from engine.long_texts import LongTextRule
+from export.calibration import MIN_POOLED
+from export.variant_choice import PREFERENCE, ROUNDS, choose_cpu_variant, time_interleaved
 from train.data import check_known_labels, load_labelled
 from train.report import EVAL_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 ALL_VARIANTS = ("fp32", "int8", "optimized", "fp16", "explain")
-# The variants the service may run on CPU; a bundle needs one of them to pass to be stored.
-CPU_CANDIDATES = ("int8", "optimized", "fp32")
-PASSED, FAILED, UNCHECKED = "passed", "failed", "unchecked"
+# The variants the service may run on CPU, in the order preferred; a bundle needs one of them to
+# pass to be stored.
+CPU_CANDIDATES = PREFERENCE
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,10 @@ class ExportConfig(BaseModel):
 
 
 def export(config: ExportConfig, progress=None) -> dict:
-    """Build, check and store a bundle; returns the manifest.
+    """Build, check and store a bundle; returns the manifest as written (``Manifest.to_dict()``,
+    the JSON object of manifest.json).
 
-    Raises BoundError (with the manifest) when no servable variant passed, or when any variant
+    Raises BoundError (with that object) when no servable variant passed, or when any variant
     failed under ``config.strict``; the bundle directory is then kept for inspection and nothing
     is stored."""
     step = progress or (lambda msg: log.info(msg))
@@ -167,78 +174,86 @@ def export(config: ExportConfig, progress=None) -> dict:
             built[v] = {"build_failure": f"could not be built ({type(exc).__name__}: {str(exc)[:300]})"}
     timings["variants_seconds"] = round(time.perf_counter() - t0, 1)
 
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "task": config.task,
-        "labels": labels,
-        "max_length": int(max_length),
-        "pad_token_id": _pad_token_id(out, hf_config),
-        "long_texts": rule.to_dict(),
-        "model_type": hf_config.get("model_type"),
-        "source": {"checkpoint": str(ckpt.resolve()), "sha256": _hash_dir(ckpt),
-                   "base_model": train_info.get("base_model")},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "variants": {v: {"file": files[v], "device": "gpu" if v == "fp16" else "cpu", **built.get(v, {})}
-                     for v in variants},
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        task=config.task,
+        labels=labels,
+        max_length=int(max_length),
+        pad_token_id=_pad_token_id(out, hf_config),
+        long_texts=rule,
+        model_type=hf_config.get("model_type"),
+        source=Source(checkpoint=str(ckpt.resolve()), sha256=_hash_dir(ckpt),
+                      base_model=train_info.get("base_model")),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        variants={v: Variant(file=files[v], device="gpu" if v == "fp16" else "cpu", **built.get(v, {}))
+                  for v in variants},
         # chosen after the checks below, from the variants that passed them
-        "cpu_variant": None,
-        "gpu_variant": None,
-        "versions": _versions(),
+        cpu_variant=None,
+        gpu_variant=None,
+        versions=_versions(),
         # what the checks below ran on: the engine refuses a file that differs (engine/bundle.py)
-        "files": hash_files(out),
-    }
-    _write_manifest(out, manifest)
+        files=hash_files(out),
+    )
+    manifest.write(out)
 
     step(f"checking {len(variants)} variants against PyTorch on {len(samples)} sample texts"
          + (f" and {len(eval_data)} labelled texts" if eval_data is not None else ""))
     t0 = time.perf_counter()
     reference = _pytorch_reference(ckpt, samples, eval_data, max_length, rule)
-    manifest["pytorch"] = {"accuracy": reference.accuracy}
+    manifest.pytorch = PytorchFigures(accuracy=reference.accuracy)
     if eval_data is not None:
-        manifest["eval"] = {"source": eval_data.source, "n": len(eval_data)}
+        manifest.eval = EvalInfo(source=eval_data.source, n=len(eval_data))
     bundle = Bundle.load(out)
     for v in variants:
-        entry = manifest["variants"][v]
-        entry.update(_check_variant(bundle, v, samples, reference, eval_data, config))
+        figures = _check_variant(bundle, v, samples, reference, eval_data, config)
+        manifest.variants[v] = Variant.model_validate({**manifest.variants[v].to_dict(), **figures})
+    passed = [v for v in CPU_CANDIDATES if v in variants and manifest.variants[v].verdict == PASSED]
+    if passed:
+        step(f"timing {', '.join(passed)} in {ROUNDS} interleaved rounds to choose the CPU variant")
+    choice = _choose_cpu_variant(bundle, passed, samples)
+    for v, median in choice.median_seq_per_s.items():
+        manifest.variants[v].throughput_seq_per_s = median
     timings["checks_seconds"] = round(time.perf_counter() - t0, 1)
-    manifest["cpu_variant"] = _fastest_cpu_variant(manifest)
-    fp16 = manifest["variants"].get("fp16")
-    manifest["gpu_variant"] = "fp16" if fp16 and fp16["verdict"] != FAILED else None
-    if manifest["cpu_variant"] is not None:  # else refused below: nothing to calibrate
+    manifest.cpu_choice = choice
+    manifest.cpu_variant = choice.variant
+    fp16 = manifest.variants.get("fp16")
+    manifest.gpu_variant = "fp16" if fp16 is not None and fp16.verdict != FAILED else None
+    if manifest.cpu_variant is not None:  # else refused below: nothing to calibrate
         t0 = time.perf_counter()
-        manifest["calibration"] = _calibration(bundle, manifest["cpu_variant"], calibration_sets, config,
-                                               out, step)
+        manifest.calibration = Calibration.model_validate(
+            _calibration(bundle, manifest.cpu_variant, calibration_sets, config, out, step))
         timings["calibration_seconds"] = round(time.perf_counter() - t0, 1)
-    manifest["timings"] = timings
-    _write_manifest(out, manifest)
+    manifest.timings = timings
+    manifest.write(out)
 
     failures = failed_variants(manifest)
     kept = f"the bundle stays in {out} for inspection and nothing was saved to the store"
-    if manifest["cpu_variant"] is None:
+    if manifest.cpu_variant is None:
         raise BoundError(f"export refused: no servable variant ({', '.join(CPU_CANDIDATES)}) passed; "
-                         f"{kept}:\n  " + "\n  ".join(failures), manifest)
+                         f"{kept}:\n  " + "\n  ".join(failures), manifest.to_dict())
     if failures and config.strict:
-        raise BoundError(f"export refused (--strict): {kept}:\n  " + "\n  ".join(failures), manifest)
+        raise BoundError(f"export refused (--strict): {kept}:\n  " + "\n  ".join(failures),
+                         manifest.to_dict())
     if config.save:
         step(f"saving bundle {config.task!r} into the BentoML model store")
-        manifest["store_tag"] = save_to_store(out, manifest)
-        _write_manifest(out, manifest)
-    return manifest
+        manifest.store_tag = save_to_store(out, manifest)
+        manifest.write(out)
+    return manifest.to_dict()
 
 
-def save_to_store(bundle_dir: Path, manifest: dict) -> str:
+def save_to_store(bundle_dir: Path, manifest: Manifest) -> str:
     import bentoml
 
     metadata = {
-        "labels": manifest["labels"],
-        "cpu_variant": manifest["cpu_variant"],
-        "gpu_variant": manifest["gpu_variant"],
-        "verdicts": {name: v["verdict"] for name, v in manifest["variants"].items()},
-        "source_sha256": manifest["source"]["sha256"],
-        "max_length": manifest["max_length"],
+        "labels": manifest.labels,
+        "cpu_variant": manifest.cpu_variant,
+        "gpu_variant": manifest.gpu_variant,
+        "verdicts": {name: v.verdict for name, v in manifest.variants.items()},
+        "source_sha256": manifest.source.sha256 if manifest.source is not None else None,
+        "max_length": manifest.max_length,
     }
     metadata = {k: v for k, v in metadata.items() if v is not None}  # BentoML stores no None
-    with bentoml.models.create(manifest["task"], labels={"task": manifest["task"]},
+    with bentoml.models.create(manifest.task, labels={"task": manifest.task},
                                metadata=metadata) as model:
         for item in bundle_dir.iterdir():
             if item.is_file():
@@ -263,10 +278,6 @@ def _read_checkpoint(ckpt: Path) -> dict:
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _hash_dir(path: Path) -> str:
@@ -425,8 +436,8 @@ def _check_variant(bundle, variant: str, samples: list[str], reference: Referenc
                    config: ExportConfig) -> dict:
     bound = BOUNDS[variant]
     entry = {"bound": asdict(bound)}
-    build_failure = bundle.variants[variant].get("build_failure")
-    if build_failure and not (bundle.path / bundle.variants[variant]["file"]).is_file():
+    build_failure = bundle.manifest.variants[variant].build_failure
+    if build_failure and not (bundle.path / bundle.manifest.variants[variant].file).is_file():
         entry.update(checked=False, verdict=FAILED, provider=None, failure=build_failure)
         return entry
     try:
@@ -466,8 +477,6 @@ def _check_variant(bundle, variant: str, samples: list[str], reference: Referenc
                 f"the paired test says it is worse: {comparison.reference_only_right} texts only "
                 f"PyTorch got right, {comparison.variant_only_right} only {variant}, exact McNemar "
                 f"p = {comparison.p_value:.3g} < {config.significance}")
-    if variant in CPU_CANDIDATES:
-        entry["throughput_seq_per_s"] = _throughput(engine, samples)
     if variant == "fp16":
         entry["note"] = ("checked on the CPU execution provider; CUDAExecutionProvider is "
                          "unchecked until the service starts on a GPU")
@@ -495,7 +504,7 @@ def _calibration(bundle: Bundle, variant: str, datasets: list, config: ExportCon
 
     if not datasets or not config.calibrate:
         reason = "--no-calibrate" if not config.calibrate else "no --eval-data or --calibration-data: not calibrated"
-        return {"temperature": 1.0, "fitted_on": None, "reason": reason}
+        return {"temperature": 1.0, "window_temperature": 1.0, "fitted_on": None, "reason": reason}
     n = sum(len(d) for d in datasets)
     sources = [d.source for d in datasets]
     step(f"fitting the score temperatures of {variant} on {n} labelled texts of {', '.join(sources)} "
@@ -617,22 +626,25 @@ def within_accuracy_drop(reference: float, accuracy: float, max_drop_points: flo
     return round((reference - accuracy) * 100, 9) <= max_drop_points
 
 
-def _throughput(engine: Engine, samples: list[str]) -> float:
-    engine.run(samples)  # warm
-    t0 = time.perf_counter()
-    engine.run(samples)
-    return round(len(samples) / (time.perf_counter() - t0), 1)
+def _choose_cpu_variant(bundle: Bundle, passed: list[str], samples: list[str]):
+    """The served CPU variant among ``passed`` (export/variant_choice.py), each timed on the sample
+    texts through the serving engine, as the service will run it."""
+    engines = {v: Engine(bundle, variant=v, device="cpu") for v in passed}
+    for engine in engines.values():
+        engine.run(samples)  # warm: the first call pays for ORT's allocations
+
+    def time_once(variant: str) -> float:
+        t0 = time.perf_counter()
+        engines[variant].run(samples)
+        return len(samples) / (time.perf_counter() - t0)
+
+    # a lone candidate is timed too: its figure is the bundle's throughput in the printout
+    return choose_cpu_variant(passed, time_interleaved(passed, time_once))
 
 
-def _fastest_cpu_variant(manifest: dict) -> str | None:
-    """The CPU variant the service runs: the fastest one that passed its checks; None if none did."""
-    passed = [v for v in CPU_CANDIDATES if manifest["variants"].get(v, {}).get("verdict") == PASSED]
-    if not passed:
-        return None
-    return max(passed, key=lambda v: manifest["variants"][v]["throughput_seq_per_s"])
-
-
-def failed_variants(manifest: dict) -> list[str]:
-    """'name: reason' for every variant whose verdict is failed."""
-    return [f"{name}: {v.get('failure', 'failed')}" for name, v in manifest["variants"].items()
+def failed_variants(manifest: Manifest | dict) -> list[str]:
+    """'name: reason' for every variant whose verdict is failed; ``manifest`` typed or its JSON
+    object (what BoundError carries and the CLI prints)."""
+    variants = manifest.to_dict()["variants"] if isinstance(manifest, Manifest) else manifest["variants"]
+    return [f"{name}: {v.get('failure', 'failed')}" for name, v in variants.items()
             if v.get("verdict") == FAILED]

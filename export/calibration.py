@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.scores import softmax  # the engine's own: the fit scores texts as they are served
+
 log = logging.getLogger(__name__)
 
 BINS = 15  # Guo et al.'s choice
@@ -53,15 +55,6 @@ class CalibrationResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
-    """softmax(logits / temperature); ``temperature`` one number, or one per text."""
-    temperature = np.asarray(temperature, dtype=np.float64)
-    z = np.asarray(logits, dtype=np.float64) / (temperature[:, None] if temperature.ndim == 1 else temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def nll(logits: np.ndarray, label_ids: np.ndarray, temperature: float = 1.0) -> float:

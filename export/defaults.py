@@ -74,7 +74,7 @@ class DefaultModel:
     task: str
     store_tag: str
     built: bool
-    manifest: dict
+    manifest: dict  # manifest.json's object (Manifest.to_dict()), what the CLI prints
     train_seconds: float | None = None
     export_seconds: float | None = None
     train_accuracy: float | None = None
@@ -107,7 +107,7 @@ def stored_default(task: str) -> DefaultModel | None:
     except BundleError:
         return None
     return DefaultModel(task=task, store_tag=f"{task}:{bundle.path.name}", built=False,
-                        manifest=bundle.manifest)
+                        manifest=bundle.manifest.to_dict())
 
 
 def build_defaults(config: DefaultsConfig | None = None,

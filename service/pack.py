@@ -10,7 +10,8 @@ as the export wrote it, so its file hashes still check what is left; the engine 
 whose file an image left out when asked for it.
 
 The image's Dockerfile (k8s/Dockerfile.template) runs this in its build stage, inside the Bento
-(standard library and engine.bundle only). Prints what it kept and what it left out.
+(engine.bundle and the pydantic it reads manifests with: no onnxruntime, no model loaded). Prints
+what it kept and what it left out.
 """
 
 from __future__ import annotations

@@ -327,7 +327,7 @@ def test_the_export_fits_on_several_calibration_files_with_a_temperature_per_rea
                                  "--calibration-data", demo_files("sentiment")[1],
                                  "--calibration-data", str(long_file)])
     assert result.exit_code == 0, result.output
-    calibration = Bundle.load(tmp_path / "b").manifest["calibration"]
+    calibration = Bundle.load(tmp_path / "b").manifest.calibration.to_dict()
     sources = [dev.source, load_labelled(str(long_file)).source]
     assert calibration["fitted_on"] == sources and calibration["n"] == len(dev) + 40
     files = calibration["files"]
@@ -402,7 +402,8 @@ def test_without_eval_data_or_with_no_calibrate_the_temperature_is_1(tiny_checkp
                                  "--variants", "fp32", "--no-save", "--output", str(tmp_path / "b"), *extra])
     assert result.exit_code == 0, result.output
     bundle = Bundle.load(tmp_path / "b")
-    assert bundle.manifest["calibration"] == {"temperature": 1.0, "fitted_on": None, "reason": reason}
+    assert bundle.manifest.calibration.to_dict() == {"temperature": 1.0, "window_temperature": 1.0,
+                                                     "fitted_on": None, "reason": reason}
     assert bundle.temperature == 1.0
     assert not (tmp_path / "b" / "calibration.png").exists()
     assert "scores not calibrated (temperature 1.0)" in result.output
@@ -432,7 +433,7 @@ def test_a_fit_at_the_bound_is_recorded_but_not_applied(tiny_bundles, monkeypatc
                         lambda *a, **k: replace(real(*a, **k), temperature=calibration.T_MIN, at_bound=True))
     bundle = Bundle.load(tiny_bundles["topic"])
     config = bundle_export.ExportConfig(checkpoint=tmp_path, task="topic")
-    entry = bundle_export._calibration(bundle, bundle.manifest["cpu_variant"],
+    entry = bundle_export._calibration(bundle, bundle.cpu_variant,
                                        [load_labelled(demo_files("topic")[1])], config, tmp_path, lambda m: None)
     assert entry["temperature"] == 1.0 and entry["fitted_temperature"] == calibration.T_MIN
     assert (entry["ece_after"], entry["nll_after"]) == (entry["ece_before"], entry["nll_before"])

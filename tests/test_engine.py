@@ -203,3 +203,32 @@ def test_an_invalid_long_texts_entry_stops_the_engine(tiny_bundles, tmp_path):
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="invalid long_texts entry: max_windows must be at least 1"):
         Engine(Bundle.load(bundle_dir), device="cpu")
+
+
+# --- the one window averaging and the one tempered softmax (engine/scores.py) ------------------
+
+def test_average_windows_takes_the_mean_of_each_texts_windows():
+    from engine.scores import average_windows
+
+    window_logits = np.array([[1, 2], [3, 4], [10, 0], [5, 6]], dtype=np.float32)
+    pooled = average_windows(window_logits, [0, 0, 1, 0], texts=2)
+    np.testing.assert_allclose(pooled, [[3, 4], [10, 0]])
+    assert pooled.dtype == np.float32  # what ONNX Runtime gives stays what the engine returns
+    one_each = average_windows(window_logits[:2], [1, 0], texts=2)  # one window per text, any order
+    np.testing.assert_array_equal(one_each, [[3, 4], [1, 2]])
+    with pytest.raises(ValueError, match="needs at least one window"):
+        average_windows(window_logits, [0, 0, 0, 0], texts=2)
+    with pytest.raises(ValueError, match="needs at least one window"):
+        average_windows(window_logits, [0, 1, 2, 2], texts=2)
+
+
+def test_softmax_divides_by_one_temperature_or_one_per_text():
+    from engine.scores import softmax
+
+    logits = np.array([[2.0, 0.0], [1000.0, 0.0]])  # the second would overflow a naive exp
+    plain = softmax(logits)
+    np.testing.assert_allclose(plain.sum(axis=1), 1.0)
+    np.testing.assert_allclose(plain[0], [np.exp(2) / (np.exp(2) + 1), 1 / (np.exp(2) + 1)])
+    np.testing.assert_allclose(softmax(logits, 2.0)[0], softmax(logits / 2)[0])
+    per_text = softmax(logits, np.array([2.0, 500.0]))
+    np.testing.assert_allclose(per_text, softmax(np.array([[1.0, 0.0], [2.0, 0.0]])))

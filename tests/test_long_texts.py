@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from engine.long_texts import RULES, LongTextRule, chunk_starts
-from engine.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, Bundle, BundleError
+from engine.bundle import MANIFEST, TOKENIZER, Bundle, BundleError
 
 
 # Special-token masks of one tokenized text of `content` tokens, by the tokenizer's template.
@@ -226,7 +226,8 @@ def test_from_dict():
 
 
 def _bundle_dir(tmp_path, long_texts):
-    manifest = {"format_version": FORMAT_VERSION, "task": "sentiment", "labels": ["negative", "positive"],
+    """A format-1 manifest (the version that could leave long_texts out) with ``long_texts``."""
+    manifest = {"format_version": 1, "task": "sentiment", "labels": ["negative", "positive"],
                 "max_length": 64, "variants": {}}
     if long_texts is not ...:
         manifest["long_texts"] = long_texts
@@ -239,9 +240,8 @@ def _bundle_dir(tmp_path, long_texts):
                                         {"rule": "chunk", "overlap": -2}, {"max_windows": "4"}, "chunk",
                                         ["chunk"]])
 def test_a_manifest_with_an_invalid_long_texts_is_a_bundle_error(tmp_path, long_texts):
-    bundle = Bundle.load(_bundle_dir(tmp_path, long_texts))
     with pytest.raises(BundleError, match="invalid long_texts entry.*re-export the bundle"):
-        _ = bundle.long_texts
+        Bundle.load(_bundle_dir(tmp_path, long_texts))
 
 
 def test_a_manifest_without_long_texts_reads_them_by_truncate(tmp_path):

@@ -143,6 +143,14 @@ def test_every_variant_is_checked_against_pytorch(tiny_manifests, task):
     assert manifest["variants"]["fp32"]["parity"]["label_agreement"] == 1.0
     assert manifest["cpu_variant"] in ("int8", "optimized", "fp32")
     assert manifest["gpu_variant"] == "fp16"
+    assert manifest["format_version"] == 2
+    # the choice and its figures: every passed CPU variant timed in the same interleaved rounds
+    choice = manifest["cpu_choice"]
+    assert choice["variant"] == manifest["cpu_variant"] and choice["reason"]
+    assert sorted(choice["seq_per_s"]) == ["fp32", "int8", "optimized"]
+    assert all(len(rounds) == choice["rounds"] == 5 for rounds in choice["seq_per_s"].values())
+    for name, median in choice["median_seq_per_s"].items():
+        assert manifest["variants"][name]["throughput_seq_per_s"] == median > 0
     assert len(manifest["source"]["sha256"]) == 64
     assert {"torch", "transformers", "onnxruntime", "onnx"} <= set(manifest["versions"])
     assert manifest["store_tag"].startswith(f"{task}:")
@@ -181,6 +189,70 @@ def test_evaluate_a_bundle_dir_variant_and_a_checkpoint(tiny_bundles, tiny_check
     assert fp32["accuracy"] == pytest.approx(tiny_manifests["sentiment"]["variants"]["fp32"]["accuracy"], abs=1e-4)
     torch_run = _evaluate(str(tiny_checkpoints["sentiment"]), "--data", dev, "--output", str(tmp_path / "b"))
     assert torch_run["accuracy"] == pytest.approx(tiny_manifests["sentiment"]["pytorch"]["accuracy"], abs=1e-4)
+
+
+class _Progress:
+    """What the evaluate stage reported, in order (train.evaluate.EvaluateProgress)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, model, texts, long_texts):
+        self.events.append(("start", model, texts, long_texts.rule))
+
+    def advance(self, texts):
+        self.events.append(("advance", texts))
+
+    def note(self, message):
+        self.events.append(("note", message))
+
+
+def test_the_evaluate_stage_returns_its_figures_without_the_cli(tiny_bundles, tiny_checkpoints, tiny_manifests,
+                                                                tmp_path):
+    """The library function a caller other than `textcls evaluate` uses: a typed result, the report
+    written, the progress told, and a variant the export failed measured with a note saying so."""
+    import shutil
+
+    from train.evaluate import EvaluateConfig, evaluate
+
+    dev = demo_files("sentiment")[1]
+    manifest = tiny_manifests["sentiment"]
+    progress = _Progress()
+    result = evaluate(EvaluateConfig(model=str(tiny_bundles["sentiment"]), data=dev, output=tmp_path / "a"),
+                      progress)
+    variant = manifest["cpu_variant"]
+    assert (result.model, result.variant) == (f"sentiment-{variant}", variant)
+    assert result.accuracy == pytest.approx(manifest["variants"][variant]["accuracy"], abs=1e-4)
+    assert progress.events[0] == ("start", result.model, result.n, result.long_texts.rule)
+    assert [e[1] for e in progress.events[1:]] == [64, 64, result.n - 128]  # EVAL_BATCH_SIZE texts a call
+    assert sum(map(sum, result.confusion)) == result.n and "precision" in result.report_text
+    assert result.cost.model_inputs == result.n
+    assert result.calibration.ece == pytest.approx(manifest["calibration"]["ece_after"], abs=1e-4)
+    assert set(result.plots) == {"confusion matrix", "reliability diagram"}
+    assert all(path.parent == tmp_path / "a" and path.read_bytes().startswith(b"\x89PNG")
+               for path in result.plots.values())
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert (report["accuracy"], report["ece"]) == (result.accuracy, result.calibration.ece)
+    assert result.report == tmp_path / "a" / "report.md" and result.report.is_file()
+    assert result.to_dict()["accuracy"] == round(result.accuracy, 4)
+
+    # a variant the export failed is measured when named, and the stage says it is never served
+    bundle = shutil.copytree(tiny_bundles["sentiment"], tmp_path / "failed")
+    failed = json.loads((bundle / "manifest.json").read_text())
+    failed["variants"]["fp32"].update(verdict="failed", failure="made up by the test")
+    (bundle / "manifest.json").write_text(json.dumps(failed))
+    progress = _Progress()
+    result = evaluate(EvaluateConfig(model=str(bundle), data=dev, variant="fp32", output=tmp_path / "b"),
+                      progress)
+    assert result.variant == "fp32"
+    assert progress.events[0] == ("note", "variant fp32 failed the export's checks and is never served "
+                                          "(made up by the test)")
+
+    # a checkpoint: PyTorch's figures, no cost or calibration (its scores are never served)
+    result = evaluate(EvaluateConfig(model=str(tiny_checkpoints["sentiment"]), data=dev, output=tmp_path / "c"))
+    assert (result.variant, result.cost, result.calibration) == (None, None, None)
+    assert result.model.endswith("-pytorch") and set(result.plots) == {"confusion matrix"}
+    assert result.accuracy == pytest.approx(manifest["pytorch"]["accuracy"], abs=1e-4)
 
 
 def _export(args, tmp_path):
@@ -315,11 +387,17 @@ def test_compare_accuracy_counts_only_the_texts_where_the_two_disagree():
 
 
 def test_old_manifests_read_their_passed_flags_as_verdicts(tmp_path):
+    """Format 1 bundles written before verdicts existed, through the migration (test_manifest.py)."""
     from engine.bundle import Bundle
 
-    bundle = Bundle(path=tmp_path, manifest={"variants": {
-        "fp32": {"passed": True}, "int8": {"passed": False}, "fp16": {"passed": None},
-        "optimized": {"verdict": "failed"}}})
+    files = {v: {"file": f"{v}.onnx", "device": "cpu"} for v in ("fp32", "int8", "fp16", "optimized")}
+    old = {"format_version": 1, "task": "sentiment", "labels": ["negative", "positive"], "max_length": 64,
+           "variants": {"fp32": {**files["fp32"], "passed": True}, "int8": {**files["int8"], "passed": False},
+                        "fp16": {**files["fp16"], "passed": None},
+                        "optimized": {**files["optimized"], "verdict": "failed"}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    bundle = Bundle.load(tmp_path)
     assert [bundle.verdict(v) for v in ("fp32", "int8", "fp16", "optimized", "absent")] == [
         "passed", "failed", "unchecked", "failed", "unchecked"]
 

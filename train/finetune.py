@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from core.errors import UserError
 from engine.long_texts import LongTextRule
+from engine.scores import average_windows, softmax
 from core.tasks import label_order
 from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
 from train.report import EVAL_BATCH_SIZE, evaluate, write_report
@@ -362,12 +363,8 @@ def torch_scorer(path: Path, max_length: int, rule: LongTextRule | None = None,
         with torch.inference_mode():
             enc = tokenizer.pad(inputs, return_tensors="pt")
             window_logits = model(**enc).logits.float().numpy()
-        pooled = np.zeros((len(texts), window_logits.shape[1]), dtype=np.float32)
-        np.add.at(pooled, owners, window_logits)
-        pooled /= np.bincount(owners, minlength=len(texts))[:, None]
-        if logits:
-            return pooled
-        return torch.softmax(torch.from_numpy(pooled), dim=1).numpy()
+        pooled = average_windows(window_logits, owners, len(texts))
+        return pooled if logits else softmax(pooled).astype(np.float32)
 
     return scores, labels
 
