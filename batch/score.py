@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -33,7 +33,8 @@ from batch import io
 from batch.client import Outcome, RetryPolicy, ServiceScorer
 from batch.workdir import STATE_FORMAT, WorkDir, write_atomic
 from core.errors import DataError, UserError
-from core.system import DEFAULT_BATCH_TOKENS
+from engine.bundle import BundleError, describe_long_texts, resolve_bundle
+from engine.options import EngineOptions, open_engine
 
 FIRST_ERRORS = 5  # error messages kept for the summary
 
@@ -63,12 +64,9 @@ class ScoreConfig(BaseModel):
     work_dir: Path | None = None  # where OUTPUT.work goes; default: the output's directory
     restart: bool = False  # discard a run in progress and start over
     overwrite: bool = False  # replace an existing output
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)
-    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=16)  # padded tokens per model call
-    # what the engine reads of a text over max_length tokens; None: what the bundle records
-    long_texts: Literal["truncate", "head_tail", "chunk"] | None = None
-    max_windows: int | None = Field(None, ge=1)  # chunk: windows per text at most
+    # the engine this process opens to score in process (device, threads, tokens per model call,
+    # the long-text rule); unused with url, where the service's own settings apply
+    engine: EngineOptions = Field(default_factory=EngineOptions)
 
     @field_validator("shard_index")
     @classmethod
@@ -254,7 +252,7 @@ def _check_model_choice(config: ScoreConfig) -> None:
                             "--task scores. Give --task, not --model.")
         if config.task is None:
             raise UserError("--url needs --task: the service's endpoint to call (/sentiment, /topic).")
-        if config.long_texts is not None or config.max_windows is not None:
+        if config.engine.long_texts or config.engine.max_windows is not None:
             raise UserError("--long-texts and --max-windows set how this process's engine reads "
                             "long texts; with --url the service reads them by its own rule "
                             "(TEXTCLS_LONG_TEXTS). Drop them, or score in process.")
@@ -282,22 +280,12 @@ class EngineScorer:
     """The serving engine in this process, on the bundle the service would serve."""
 
     def __init__(self, config: ScoreConfig) -> None:
-        from engine.bundle import (
-            BundleError,
-            describe_long_texts,
-            override_long_texts,
-            resolve_bundle,
-        )
-        from engine.engine import Engine
-
         ref = config.model or config.task
         try:
             bundle = resolve_bundle(ref)  # in a Bento container: its packed models
             if config.task is not None and bundle.task != config.task:
                 raise UserError(f"the store's {ref!r} bundle is a {bundle.task!r} model, not {config.task!r}.")
-            rule = override_long_texts(bundle.long_texts, config.long_texts, config.max_windows)
-            self.engine = Engine(bundle, device=config.device, threads=config.threads,
-                                 batch_tokens=config.batch_tokens, long_texts=rule)
+            self.engine = open_engine(bundle, config.engine)
         except BundleError as exc:
             raise UserError(str(exc)) from None
         self.labels = self.engine.labels
@@ -336,7 +324,8 @@ def _arguments(config: ScoreConfig, out_format: str) -> dict[str, Any]:
             "probabilities": config.probabilities, "column_prefix": config.column_prefix,
             "chunk_size": config.chunk_size, "shard_index": config.shard_index,
             "num_shards": config.num_shards, "output_format": out_format, "format": STATE_FORMAT,
-            "long_texts": config.long_texts, "max_windows": config.max_windows}
+            # None when not given, as runs before EngineOptions recorded it: they still resume
+            "long_texts": config.engine.long_texts or None, "max_windows": config.engine.max_windows}
 
 
 def _differences(state: dict[str, Any], arguments: dict[str, Any], model: dict[str, str]) -> list[str]:

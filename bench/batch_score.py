@@ -38,8 +38,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from core.system import DEFAULT_BATCH_TOKENS
-
 ROOT = Path(__file__).resolve().parents[1]
 AGNEWS_DEV = ROOT.parent / "shared" / "data" / "topic" / "agnews_dev.csv"
 BENTOML = Path(sys.executable).with_name("bentoml")
@@ -139,26 +137,25 @@ def server_stats(url: str) -> dict[str, float]:
     return stats
 
 
-def inprocess_padding(chunk_size: int, budget: int = DEFAULT_BATCH_TOKENS) -> float:
+def inprocess_padding(chunk_size: int) -> float:
     """Padded over real tokens when the engine sorts each chunk of AG News dev by length and cuts
     it into calls under the token budget, as `textcls score` in process does (the service does
-    the same per batch)."""
+    the same per batch): the engine `score` opens, its model inputs by the bundle's long-text rule."""
     import numpy as np
-    from tokenizers import Tokenizer
 
-    from engine.bundle import resolve_bundle
     from engine.engine import token_batches
+    from engine.options import open_engine
 
-    bundle = resolve_bundle("topic")
-    tokenizer = Tokenizer.from_file(str(bundle.path / "tokenizer.json"))
-    tokenizer.enable_truncation(bundle.max_length)
+    engine = open_engine("topic")  # `textcls score --task topic`'s, its options left at their defaults
     with AGNEWS_DEV.open(newline="", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     real = padded = 0
     for start in range(0, len(texts), chunk_size):
-        lengths = np.sort([len(e.ids) for e in tokenizer.encode_batch(texts[start: start + chunk_size])])
+        rows = engine.read(engine.tokenizer.encode_batch(texts[start: start + chunk_size]))[0]
+        lengths = np.sort([len(row) for row in rows])
         real += int(lengths.sum())
-        padded += sum(int(lengths[s].max()) * len(lengths[s]) for s in token_batches(lengths, budget))
+        padded += sum(int(lengths[s].max()) * len(lengths[s])
+                      for s in token_batches(lengths, engine.batch_tokens))
     return round(padded / real, 2)
 
 

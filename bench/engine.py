@@ -34,8 +34,8 @@ import onnxruntime as ort
 
 from bench.serving import AGNEWS_DEV, ROOT, csv_texts
 from core.system import available_cores
-from engine.bundle import resolve_bundle
 from engine.engine import Engine, token_batches
+from engine.options import EngineOptions, open_engine
 
 IMDB_DEV = ROOT.parent / "shared" / "data" / "sentiment" / "imdb_dev.csv"
 BATCH = 64
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    bundle = resolve_bundle(args.model)
-    engine = Engine(bundle, variant=args.variant, device="cpu")
+    engine = open_engine(args.model, EngineOptions(device="cpu"), variant=args.variant)
+    bundle = engine.bundle
     config = json.loads((bundle.path / "config.json").read_text())
     loads = {"AG News (one short text each)": load_texts(AGNEWS_DEV, args.texts),
              "IMDB (mixed lengths)": load_texts(IMDB_DEV, args.texts)}

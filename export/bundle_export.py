@@ -45,7 +45,7 @@ from core.system import available_cores
 from engine.bundle import FAILED, FORMAT_VERSION, PASSED, TOKENIZER, UNCHECKED, Bundle, Calibration, EvalInfo, \
     Manifest, PytorchFigures, Source, Variant, hash_files, override_long_texts
 from engine.engine import CPU, Engine, reading_temperatures
-from engine.long_texts import LongTextRule
+from engine.long_texts import RULES, LongTextRule
 from export.calibration import MIN_POOLED
 from export.variant_choice import PREFERENCE, ROUNDS, choose_cpu_variant, time_interleaved
 from train.data import check_known_labels, load_labelled
@@ -85,7 +85,7 @@ class ExportConfig(BaseModel):
     text_column: str = "text"
     label_column: str = "label"
     max_length: int | None = Field(None, ge=8, description="default: the length the model was trained with")
-    long_texts: Literal["truncate", "head_tail", "chunk"] | None = Field(
+    long_texts: Literal[RULES] | None = Field(
         None, description="what the served model reads of a text over max_length tokens; default: "
         "the rule the checkpoint was trained with (engine/long_texts.py)")
     max_windows: int | None = Field(None, ge=1, description="chunk: windows per text at most; "

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from engine.scores import softmax  # the engine's own: the fit scores texts as they are served
+# ECE and the reliability diagram are the report's (evaluate draws them too); re-exported here for
+# the export, which fits and reports in one place
+from train.report import (BINS, check_label_ids as _check_label_ids, ece_floor,  # noqa: F401
+                          expected_calibration_error, reliability, reliability_diagram)
 
 log = logging.getLogger(__name__)
 
-BINS = 15  # Guo et al.'s choice
 # The range of T searched. At a bound the fit is degenerate (e.g. a model that gets every
 # calibration text right wants T -> 0); the result says so rather than pretending.
 T_MIN, T_MAX = 0.05, 20.0
@@ -152,101 +154,6 @@ def calibrate_by_reading(logits: np.ndarray, label_ids: np.ndarray, windows, bin
     return ReadingCalibration(calibrate(logits, label_ids, bins), None)
 
 
-def ece_floor(probs: np.ndarray, bins: int = BINS, draws: int = 400, seed: int = 0) -> dict:
-    """The ECE that a perfectly calibrated model with these scores would show on this many texts:
-    each text's prediction drawn right with probability its top score, ``draws`` times. Its mean
-    is the estimator's bias (what an ECE figure of this file cannot go below, on average), its
-    90th percentile what a calibrated model exceeds one time in ten."""
-    probs = np.asarray(probs, dtype=np.float64)
-    predicted = probs.argmax(axis=1)
-    confidence = probs.max(axis=1)
-    other = (predicted + 1) % probs.shape[1]  # any wrong label: ECE only asks right or wrong
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):
-        right = rng.random(len(probs)) < confidence
-        values.append(expected_calibration_error(probs, np.where(right, predicted, other), bins))
-    return {"mean": float(np.mean(values)), "p90": float(np.percentile(values, 90)), "draws": draws}
-
-
-def reliability(probs: np.ndarray, label_ids: np.ndarray, bins: int = BINS) -> list[dict]:
-    """Per equal-width bin of the top-class score, (lower, upper]: how many texts fell in it, their
-    mean score (``confidence``) and the fraction of them predicted right (``accuracy``); both None
-    for an empty bin."""
-    confidence, correct, which = _binned(probs, label_ids, bins)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    out = []
-    for b in range(bins):
-        members = which == b
-        count = int(members.sum())
-        out.append({
-            "lower": float(edges[b]),
-            "upper": float(edges[b + 1]),
-            "count": count,
-            "confidence": float(confidence[members].mean()) if count else None,
-            "accuracy": float(correct[members].mean()) if count else None,
-        })
-    return out
-
-
-def expected_calibration_error(probs: np.ndarray, label_ids: np.ndarray, bins: int = BINS) -> float:
-    """ECE as a fraction in [0, 1]: sum over bins of (count / n) * |accuracy - confidence|."""
-    confidence, correct, which = _binned(probs, label_ids, bins)
-    n = len(confidence)
-    conf_sum = np.bincount(which, weights=confidence, minlength=bins)
-    right_sum = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
-    return float(np.abs(right_sum - conf_sum).sum() / n) if n else 0.0
-
-
-def reliability_diagram(before_probs: np.ndarray, after_probs: np.ndarray | None, label_ids: np.ndarray,
-                        path: str | Path, title: str, *, bins: int = BINS,
-                        names: tuple[str, str] = ("uncalibrated (T = 1)", "calibrated")) -> Path:
-    """A PNG with one panel per set of scores (``after_probs`` None: one panel): accuracy per bin
-    as bars, the gap to the bin's mean score shaded, the diagonal of perfect calibration, ECE in
-    the legend, and how many texts each bin holds."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display here or in CI
-    import matplotlib.pyplot as plt
-
-    panels = [(names[0], before_probs)] + ([(names[1], after_probs)] if after_probs is not None else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.8), squeeze=False)
-    width = 1.0 / bins
-    for ax, (name, probs) in zip(axes[0], panels):
-        table = reliability(probs, label_ids, bins)
-        ece = expected_calibration_error(probs, label_ids, bins)
-        lower = np.array([row["lower"] for row in table])
-        filled = np.array([row["count"] > 0 for row in table])
-        acc = np.array([row["accuracy"] or 0.0 for row in table])
-        conf = np.array([row["confidence"] or 0.0 for row in table])
-        ax.bar(lower[filled], acc[filled], width=width, align="edge", color="#4c72b0",
-               edgecolor="black", linewidth=0.5, label=f"accuracy (ECE {100 * ece:.1f}%)")
-        ax.bar(lower[filled], (conf - acc)[filled], bottom=acc[filled], width=width, align="edge",
-               color="#dd8452", alpha=0.5, edgecolor="#dd8452", hatch="//", label="gap to mean score")
-        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
-        for row in table:
-            if row["count"]:
-                ax.text(row["lower"] + width / 2, 0.02, str(row["count"]), ha="center", va="bottom",
-                        fontsize=6, rotation=90,
-                        bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
-        ax.set_xlabel("top-class score (bin)")
-        ax.set_ylabel("accuracy in bin")
-        ax.set_title(name, fontsize=9)
-        ax.legend(loc="upper left", fontsize=7)
-    fig.suptitle(f"{title}\n{len(label_ids)} texts, {bins} bins; numbers: texts per bin", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# --- input checks -----------------------------------------------------------------------------
-
 def _check_logits(logits, label_ids) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] < 2:
@@ -261,34 +168,3 @@ def _check_logits(logits, label_ids) -> tuple[np.ndarray, np.ndarray]:
     return logits, _check_label_ids(label_ids, len(logits), logits.shape[1])
 
 
-def _check_label_ids(label_ids, n: int, classes: int) -> np.ndarray:
-    ids = np.asarray(label_ids)
-    if ids.ndim != 1 or len(ids) != n:
-        raise ValueError(f"need one label id per text: {n} texts, label ids of shape {ids.shape}")
-    if n and not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"label ids must be integers (class indices), not {ids.dtype}")
-    if n and (ids.min() < 0 or ids.max() >= classes):
-        raise ValueError(f"label ids must lie in [0, {classes}); got {ids.min()} .. {ids.max()}")
-    return ids.astype(np.int64)
-
-
-def _binned(probs, label_ids, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-class score, whether it was right, and its bin (lower, upper] of each text."""
-    if not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, not {bins!r}")
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[1] < 2:
-        raise ValueError(f"probs must be a (texts, classes) array with at least 2 classes, "
-                         f"not of shape {probs.shape}")
-    if len(probs) == 0:
-        raise ValueError("no texts: calibration figures need at least one")
-    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
-        raise ValueError("probs must be finite probabilities in [0, 1]")
-    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-        raise ValueError("each row of probs must sum to 1 (softmax scores, not logits)")
-    ids = _check_label_ids(label_ids, len(probs), probs.shape[1])
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == ids
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    return confidence, correct, which

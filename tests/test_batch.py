@@ -31,6 +31,7 @@ from core.errors import UserError
 from processes import free_port, serve_command, serve_env, serving
 from engine.bundle import Bundle
 from engine.engine import Engine
+from engine.options import EngineOptions
 from textcls.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,7 +262,7 @@ def test_a_kill_between_commit_steps_is_resumed_exactly_once(tiny_bundles, tmp_p
     else:  # the output is in place; the work dir is aside, its parts half deleted
         monkeypatch.setattr(workdir_module, "_delete", crash_on(workdir_module._delete, 3))
     config = ScoreConfig(input=data, output=out, model=str(tiny_bundles["sentiment"]), chunk_size=30,
-                         threads=1)
+                         engine=EngineOptions(threads=1))
     with pytest.raises(Crash):
         score(config)
     monkeypatch.undo()
@@ -584,7 +585,7 @@ def test_long_text_options_are_refused_with_url_or_out_of_range_and_a_resume_mus
     fails([data, "-o", out, *model, "--long-texts", "middle"], "Invalid value for '--long-texts'")
     fails([data, "-o", out, *model, "--max-windows", 0], "Invalid value for '--max-windows'")
     with pytest.raises(Exception, match="max_windows"):
-        ScoreConfig(input=data, output=out, model="m", max_windows=0)
+        ScoreConfig(input=data, output=out, model="m", engine={"max_windows": 0})
 
     first = [*model, "--chunk-size", 20, "--long-texts", "chunk"]
     _interrupted_run(tiny_bundles, data, out, monkeypatch, *first)

@@ -244,7 +244,7 @@ def test_a_bundle_without_the_explain_variant(tiny_bundles, tmp_path):
 
 
 def test_a_failed_explain_variant_is_never_used(tiny_bundles, tmp_path):
-    from service.service import make_explainer
+    from service.models import make_explainer
     from service.settings import ServiceSettings
 
     failed = tmp_path / "failed-explain"

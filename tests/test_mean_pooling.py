@@ -1,12 +1,13 @@
-"""bench/mean_pooling.py: the mean-pooling head reads only a text's own tokens, whatever the padding."""
+"""experiments/mean_pooling.py: the mean-pooling head reads only a text's own tokens, whatever the padding."""
 
 import sys
 from pathlib import Path
 
 import pytest
 
+# experiments/ is not installed with the package: import it from the checkout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.mean_pooling import MeanPoolClassifier  # noqa: E402
+from experiments.mean_pooling import MeanPoolClassifier  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta"])

@@ -286,10 +286,10 @@ def test_the_leak_check_catches_what_an_unshaped_500_would_show():
 
 
 def leaky_service(tmp_path, error):
-    from service.service import build_service
+    from service.service import service_for
 
     engines = LeakyEngines(error)
-    svc = build_service(fake_settings(tmp_path), engine_factory=engines,
+    svc = service_for(fake_settings(tmp_path), engine_factory=engines,
                         bentoml_config=TEST_BENTOML_CONFIG)
     return svc, engines
 

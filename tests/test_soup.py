@@ -1,4 +1,4 @@
-"""bench/soup.py: averaging fine-tuned checkpoints, and its refusals."""
+"""experiments/soup.py: averaging fine-tuned checkpoints, and its refusals."""
 
 import json
 import sys
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# experiments/ is not installed with the package: import it from the checkout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.soup import SoupError, average_checkpoints, main  # noqa: E402
+from experiments.soup import SoupError, average_checkpoints, main  # noqa: E402
 
 
 def _shifted_copy(src: Path, dst: Path, delta: float) -> Path:

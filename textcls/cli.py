@@ -1,9 +1,11 @@
 """`textcls`: one command for every stage. `bentoml serve` serves.
 
 A thin shell: each command parses its options into the stage's config object (``TrainConfig``,
-``ExportConfig``, ``DefaultsConfig``, ``ScoreConfig``, ``MergeConfig``) and calls the stage's
-function; commands never call each other, and nothing imports this module. Heavy libraries (torch, transformers, onnxruntime) are
-imported inside the commands so that `textcls --help` answers at once.
+``EvaluateConfig``, ``ExportConfig``, ``DefaultsConfig``, ``ScoreConfig``, ``MergeConfig``, with
+an ``EngineOptions`` where a command opens an engine) and calls the stage's function; commands
+never call each other, and nothing imports this module. Heavy libraries (torch, transformers,
+onnxruntime) are imported inside the commands so that `textcls --help` answers at once, and
+train/ and export/ only inside theirs: `score` runs in the image, which has neither.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.console import Console
 
 from core.errors import UserError
 from core.tasks import TASKS
+from engine.long_texts import RULES, LongTextRule
 
 app = typer.Typer(
     help="Fine-tune, export, evaluate and serve transformer text classifiers "
@@ -59,10 +62,10 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-class LongTexts(str, Enum):
-    truncate = "truncate"
-    head_tail = "head_tail"
-    chunk = "chunk"
+# the choices of every --long-texts, and their names in help texts ("truncate, head_tail or
+# chunk"): the engine's rule names, spelled once (engine/long_texts.py)
+LongTexts = Enum("LongTexts", {rule: rule for rule in RULES}, type=str)
+RULE_NAMES = f"{', '.join(RULES[:-1])} or {RULES[-1]}"
 
 
 @app.command()
@@ -81,7 +84,7 @@ def train(
     text_column: str = TEXT_COLUMN,
     label_column: str = LABEL_COLUMN,
     max_length: int = typer.Option(128, help="Tokens per model input; longer texts are read by --long-texts."),
-    long_texts: LongTexts = typer.Option(LongTexts.truncate, help="What the model reads of a text over "
+    long_texts: LongTexts = typer.Option(LongTexts(LongTextRule().rule), help="What the model reads of a text over "
                                          "--max-length tokens: truncate (its start), head_tail (--head-tokens "
                                          "from the start, the rest from the end) or chunk (overlapping windows "
                                          "over the whole text, at most --max-windows, each a training example "
@@ -142,7 +145,7 @@ def export(
                                  "fp32 is always built (the others derive from it)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per text. Default: the training length."),
     long_texts: Optional[LongTexts] = typer.Option(None, help="What the served model reads of a text over "
-                                                   "max_length tokens (truncate, head_tail, chunk); recorded "
+                                                   f"max_length tokens ({RULE_NAMES}); recorded "
                                                    "in the bundle. Default: the rule it was trained with."),
     max_windows: Optional[int] = typer.Option(None, min=1, help="chunk: windows per text at most. "
                                               "Default: the training run's."),
@@ -275,144 +278,70 @@ def evaluate(
                                              "accuracy check, so the figures agree (int8 results shift "
                                              "slightly with batch neighbours)."),
     long_texts: Optional[LongTexts] = typer.Option(None, help="What the model reads of a text over its "
-                                                   "max_length tokens: truncate, head_tail or chunk. "
+                                                   f"max_length tokens: {RULE_NAMES}. "
                                                    "Default: the rule the bundle (or checkpoint) records."),
     max_windows: Optional[int] = typer.Option(None, min=1, help="chunk: windows per text at most. "
                                               "Default: the bundle's (or checkpoint's)."),
 ) -> None:
     """Evaluate a served bundle or a checkpoint on labelled data: accuracy, macro-F1, report."""
-    from tqdm import tqdm
-
-    from engine.bundle import describe_long_texts
-    from train.data import check_known_labels, load_labelled
-    from train.report import EVAL_BATCH_SIZE, evaluate as evaluate_predictions, write_report
-
-    batch_size = batch_size or EVAL_BATCH_SIZE
-
+    bar = _EvaluateBar(long_texts is not None or max_windows is not None)
     try:
-        dataset = load_labelled(data, text_column=text_column, label_column=label_column, split="test")
-        predictor, labels, name, rule, cost = _predictor(
-            model, variant, long_texts.value if long_texts else None, max_windows)
-        check_known_labels(dataset, labels)
-    except UserError as exc:
+        from train.evaluate import EvaluateConfig, evaluate as run_evaluate
+
+        result = run_evaluate(EvaluateConfig(
+            model=model, data=data, variant=variant, output=output, text_column=text_column,
+            label_column=label_column, **_given(batch_size=batch_size),
+            engine=_engine_options(long_texts=long_texts and long_texts.value, max_windows=max_windows),
+        ), progress=bar)
+    except _config_errors() as exc:
+        bar.close()
         _fail(exc)
-    chosen = "--long-texts/--max-windows" if long_texts or max_windows else "as the model records"
-    console.print(f"long texts: {describe_long_texts(rule)} ({chosen})", highlight=False, soft_wrap=True)
-    predicted: list[str] = []
-    t0 = time.perf_counter()
-    with tqdm(total=len(dataset), desc=f"evaluating {name}", unit="text") as bar:
-        for i in range(0, len(dataset), batch_size):
-            chunk = dataset.texts[i : i + batch_size]
-            predicted += predictor(chunk)
-            bar.update(len(chunk))
-    seconds = time.perf_counter() - t0
-    evaluation = evaluate_predictions(dataset.labels, predicted, labels)
-    output = output or Path("reports") / name.replace(":", "-").replace("/", "_")
-    calibration = _calibration_figures(predictor, dataset.labels, labels, output, f"{name} on {dataset.source}")
-    write_report(evaluation, output, f"{name} on {dataset.source}",
-                 {"seconds": round(seconds, 1), "texts_per_second": round(len(dataset) / seconds, 1),
-                  "long_texts": describe_long_texts(rule), **cost, **calibration},
-                 figures={"reliability diagram": RELIABILITY_PLOT} if calibration else None)
-    print(json.dumps({"model": name, "data": dataset.source, "accuracy": round(evaluation.accuracy, 4),
-                      "macro_f1": round(evaluation.macro_f1, 4), "n": evaluation.n,
-                      "long_texts": rule.to_dict(), **cost,
-                      **({"ece": round(calibration["ece"], 4), "ece_floor": round(calibration["ece_floor"], 4)}
-                         if calibration else {})}))
-    console.print(f"report: {output / 'report.md'}")
+    bar.close()
+    print(json.dumps(result.to_dict()))
+    console.print(f"report: {result.report}")
 
 
-def _predictor(model: str, variant: Optional[str], long_texts: Optional[str], max_windows: Optional[int]):
-    """(texts -> labels, label list, display name, long-text rule, cost figures filled as it
-    predicts) for a bundle, store tag or checkpoint; the rule is the one it records unless
-    ``long_texts`` / ``max_windows`` override it (then the name says so)."""
-    from engine.bundle import BundleError, override_long_texts, resolve_bundle
-
-    overridden = "".join(f"-{part}" for part in (long_texts, max_windows and f"{max_windows}windows") if part)
-    path = Path(model)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "manifest.json").is_file():
-        if variant:
-            raise UserError("--variant applies to bundles; a checkpoint is evaluated with PyTorch.")
-        from train.finetune import trained_long_texts
-
-        rule = override_long_texts(trained_long_texts(path), long_texts, max_windows)
-        predict, labels, name = _torch_predictor(path, rule)
-        return predict, labels, name + overridden, rule, {}
-    from engine.engine import Engine
-
-    try:
-        bundle = resolve_bundle(model)
-        rule = override_long_texts(bundle.long_texts, long_texts, max_windows)
-        # a variant named on purpose is measured even when the export failed it (to see by how much)
-        engine = Engine(bundle, variant=variant, allow_failed=variant is not None, long_texts=rule)
-    except BundleError as exc:
-        raise UserError(str(exc)) from exc
-    if bundle.verdict(engine.variant) == "failed":
-        console.print(f"[yellow]note:[/] variant {engine.variant} failed the export's checks and is never "
-                      f"served ({bundle.variants[engine.variant].get('failure')})", highlight=False)
-    # what the rule costs: texts over max_length tokens, and the model inputs made of them
-    cost = {"texts_over_max_length": 0, "long_text_windows": 0, "model_inputs": 0}
-    logits: list = []  # every text's, for the calibration figures (_calibration_figures)
-    temperatures: list = []  # and the temperature the engine divided them by
-
-    def predict(texts: list[str]) -> list[str]:
-        result = engine.run(texts)
-        logits.append(result.logits)
-        temperatures.append(engine.temperatures(result.windows))
-        long = result.long_text_windows()
-        cost["texts_over_max_length"] += len(long)
-        cost["long_text_windows"] += sum(long)
-        cost["model_inputs"] += sum(result.windows)
-        return [p.label for p in result.predictions]
-
-    predict.logits, predict.temperatures = logits, temperatures
-    predict.temperature = (engine.temperature, engine.window_temperature)
-    return predict, engine.labels, f"{bundle.task}-{engine.variant}{overridden}", engine.long_texts, cost
+def _given(**options) -> dict:
+    """The options given; one left out (None) keeps the config's default instead of overriding it."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
-RELIABILITY_PLOT = "reliability.png"
+def _engine_options(**options):
+    """An ``EngineOptions`` of the engine options a command was given."""
+    from engine.options import EngineOptions
+
+    return EngineOptions(**_given(**options))
 
 
-def _calibration_figures(predictor, truth: list[str], labels: list[str], output: Path, title: str) -> dict:
-    """ECE of the scores as served (softmax of the logits over the bundle's temperature) and with
-    no temperature, and the reliability diagram of both; {} for a checkpoint (PyTorch's scores are
-    never served)."""
-    if not hasattr(predictor, "logits"):
-        return {}
-    import numpy as np
+class _EvaluateBar:
+    """The rule `evaluate` reads long texts by, then a tqdm bar of texts (train.evaluate.EvaluateProgress)."""
 
-    from export.calibration import (
-        BINS,
-        ece_floor,
-        expected_calibration_error,
-        reliability,
-        reliability_diagram,
-        softmax,
-    )
+    def __init__(self, overridden: bool) -> None:
+        self.overridden = overridden  # --long-texts or --max-windows given
+        self.bar = None
 
-    logits, temperatures = np.concatenate(predictor.logits), np.concatenate(predictor.temperatures)
-    one, windows = predictor.temperature
-    index = {label: i for i, label in enumerate(labels)}
-    label_ids = np.array([index[label] for label in truth])
-    served, plain = softmax(logits, temperatures), softmax(logits)
-    name = f"T = {one:.3g}" + (f", {windows:.3g} for texts read in windows" if windows != one else "")
-    reliability_diagram(plain, served if (temperatures != 1.0).any() else None, label_ids,
-                        output / RELIABILITY_PLOT, title, names=("uncalibrated (T = 1)", f"as served ({name})"))
-    return {"temperature": one, "window_temperature": windows,
-            "ece": expected_calibration_error(served, label_ids),
-            "ece_floor": ece_floor(served, BINS)["mean"],
-            "ece_uncalibrated": expected_calibration_error(plain, label_ids), "ece_bins": BINS,
-            "reliability": reliability(served, label_ids)}
+    def start(self, model: str, texts: int, long_texts) -> None:
+        from tqdm import tqdm
 
+        from engine.bundle import describe_long_texts
 
-def _torch_predictor(path: Path, rule):
-    import torch
+        chosen = "--long-texts/--max-windows" if self.overridden else "as the model records"
+        console.print(f"long texts: {describe_long_texts(long_texts)} ({chosen})", highlight=False,
+                      soft_wrap=True)
+        self.bar = tqdm(total=texts, desc=f"evaluating {model}", unit="text")
 
-    from core.system import available_cores
-    from train.finetune import torch_predictor, trained_max_length
+    def advance(self, texts: int) -> None:
+        self.bar.update(texts)
+        if self.bar.n >= self.bar.total:  # its rate is the predictions', not the report's writing
+            self.close()
 
-    torch.set_num_threads(available_cores())
-    predict, labels = torch_predictor(path, trained_max_length(path), rule)
-    return predict, labels, f"{path.name}-pytorch"
+    def note(self, message: str) -> None:
+        console.print(f"[yellow]note:[/] {message}", highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class Device(str, Enum):
@@ -466,8 +395,8 @@ def score(
                                           "Runtime threads. Default: $TEXTCLS_THREADS, else the cores "
                                           "this process may use (set it to a Kubernetes CPU limit)."),
     long_texts: Optional[LongTexts] = typer.Option(None, help="In process: what the model reads of a "
-                                                   "text over its max_length tokens (truncate, head_tail, "
-                                                   "chunk). Default: the rule the bundle records."),
+                                                   f"text over its max_length tokens ({RULE_NAMES}). "
+                                                   "Default: the rule the bundle records."),
     max_windows: Optional[int] = typer.Option(None, min=1, help="In process, chunk: windows per text "
                                               "at most. Default: the bundle's."),
 ) -> None:
@@ -482,8 +411,8 @@ def score(
             probabilities=probabilities, column_prefix=column_prefix, url=url, concurrency=concurrency,
             request_size=request_size, retries=retries, shard_index=shard_index, num_shards=num_shards,
             chunk_size=chunk_size, work_dir=work_dir, restart=restart, overwrite=overwrite,
-            device=device.value, threads=threads,
-            long_texts=long_texts.value if long_texts else None, max_windows=max_windows,
+            engine=_engine_options(device=device.value, threads=threads,
+                                   long_texts=long_texts and long_texts.value, max_windows=max_windows),
         ), progress=bar)
     except _config_errors() as exc:
         bar.close()
@@ -586,9 +515,10 @@ def explain(
         explanation = explainer.explain(text, layer=layer, head=head)
     except (BundleError, ExplainError) as exc:
         _fail(exc)
-    output = output or Path("reports") / f"explain-{explainer.task}.png"
-    _plot_explanation(explanation, output, f"{explainer.task} ({explainer.layers} layers, "
-                                           f"{explainer.heads} heads)")
+    from train.report import plot_explanation
+
+    output = plot_explanation(explanation, output or Path("reports") / f"explain-{explainer.task}.png",
+                              f"{explainer.task} ({explainer.layers} layers, {explainer.heads} heads)")
     print(f"label: {explanation.label} ({explanation.score:.3f})")
     print(f"top tokens ({explanation.method}):")
     for item in explanation.top_tokens(top):
@@ -597,53 +527,6 @@ def explain(
         console.print(f"[yellow]note:[/] the text was cut at {explainer.bundle.max_length} tokens; "
                       "the rest was not seen by the model.")
     console.print(f"heatmap: {output}")
-
-
-def _plot_explanation(explanation, path: Path, model_name: str) -> None:
-    """Attention heatmap (query rows x key columns) over a strip of rollout weights, sharing the
-    token axis so a column of the heatmap sits above its token's weight."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display here or in CI
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    n = len(explanation.tokens)
-    # ~0.28 inch per token keeps the rotated labels apart; small fonts only for long texts
-    cell = 0.28
-    font = 9 if n <= 40 else 7 if n <= 80 else 5
-    side = max(4.0, cell * n)
-    fig = plt.figure(figsize=(side + 2.6, side + 3.2))
-    # spacing is a fraction of the mean axis size: keep the gaps ~0.15 inch at any length
-    grid = fig.add_gridspec(2, 2, height_ratios=[side, 0.5], width_ratios=[side, 0.25],
-                            hspace=0.3 / (side + 0.5), wspace=0.3 / (side + 0.25))
-    heat, strip = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])
-    bar = fig.add_subplot(grid[0, 1])
-    labels = [t.replace("$", r"\$") for t in explanation.tokens]  # '$' would start mathtext
-
-    image = heat.imshow(explanation.attention, cmap="viridis", vmin=0.0, aspect="auto")
-    heat.set_yticks(range(n), labels, fontsize=font)
-    heat.set_xticks(range(n), [""] * n)
-    heat.set_ylabel("query token (attends ...)")
-    head = "mean of heads" if explanation.head is None else f"head {explanation.head}"
-    heat.set_title(f"{model_name}: {explanation.label} ({explanation.score:.2f})\n"
-                   f"attention, layer {explanation.layer}, {head}", fontsize=10)
-    fig.colorbar(image, cax=bar, label="attention probability")
-
-    weights = np.asarray(explanation.weights)[None, :]
-    strip.imshow(weights, cmap="Oranges", vmin=0.0, aspect="auto")
-    strip.set_xticks(range(n), labels, rotation=90, fontsize=font)
-    strip.set_yticks([0], ["rollout"], fontsize=font)
-    strip.set_xlabel("key token (... to); bottom row: attention-rollout weight (special tokens 0)")
-    if n <= 40:
-        dark = 0.6 * float(weights.max())
-        for i, w in enumerate(explanation.weights):
-            if not explanation.special[i]:
-                strip.text(i, 0, f"{w:.2f}".lstrip("0"), ha="center", va="center", fontsize=6,
-                           color="white" if w > dark else "black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 @app.command("build-defaults")

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core.errors import UserError
-from engine.long_texts import LongTextRule
+from engine.long_texts import RULES, LongTextRule
 from engine.scores import average_windows, softmax
 from core.tasks import label_order
 from train.data import LabelledData, check_known_labels, check_trainable, load_labelled, load_many
@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
     label_column: str = "label"
     max_length: int = Field(128, ge=8, le=4096, description="tokens per model input; longer texts "
                             "are read by the long-text rule")
-    long_texts: Literal["truncate", "head_tail", "chunk"] = Field(
+    long_texts: Literal[RULES] = Field(
         "truncate", description="what the model reads of a text over max_length tokens "
         "(engine/long_texts.py); the export records it in the bundle and the engine applies it")
     max_windows: int = Field(4, ge=1, description="chunk: windows per text at most")
@@ -282,7 +282,7 @@ def _rule_inputs(tokenizer, texts: list[str], max_length: int, rule: LongTextRul
 
 
 def training_arguments(config: TrainConfig, precision: str, work_dir: Path):
-    """The Trainer's settings for a run of `config` (also used by bench/mean_pooling.py)."""
+    """The Trainer's settings for a run of `config` (also used by experiments/mean_pooling.py)."""
     import torch
     from transformers import TrainingArguments
 

@@ -1,4 +1,4 @@
-"""Which int8 quantization loses least against PyTorch: ONNX Runtime's options side by side.
+"""Experiment: which int8 quantization loses least against PyTorch, ONNX Runtime's options side by side.
 
 For an exported bundle (`textcls export <checkpoint> --no-save --output DIR --eval-data DEV`), each
 candidate is built from the bundle's fp32 graph, dropped into a copy of the bundle as its int8
@@ -17,7 +17,10 @@ Candidates (onnxruntime.quantization):
 - ``static-qdq``: quantize_static, QDQ, per-channel weights, activations calibrated (MinMax) on
   training texts.
 
-    python -m bench.quantization DIR --eval-data DEV --calibration-data TRAIN --out docs/reports/quantization-topic.json
+    python -m experiments.quantization DIR --eval-data DEV --calibration-data TRAIN --out docs/reports/quantization-topic.json
+
+The figures it gave, and why the served int8 variant stayed the per-channel dynamic one, are in
+docs/real-data.md ("int8: ONNX Runtime's options side by side").
 """
 
 from __future__ import annotations
@@ -33,9 +36,13 @@ import numpy as np
 
 from engine.bundle import MANIFEST, Bundle, hash_files
 from engine.engine import Engine
+from engine.options import EngineOptions, open_engine
 from train.data import load_labelled
 
 HEAD_NAMES = ("pooler", "classifier")
+# every candidate on the CPU with the engine's defaults otherwise, its plain softmax: the study
+# compares graphs, not temperatures
+CPU = EngineOptions(device="cpu")
 
 
 def matmul_nodes(model_path: Path) -> list[str]:
@@ -116,7 +123,7 @@ def candidate_engine(bundle_dir: Path, model: Path, work: Path) -> Engine:
     manifest["variants"]["int8"] = {"file": "model_int8.onnx", "device": "cpu"}
     manifest["files"] = hash_files(work)
     (work / MANIFEST).write_text(json.dumps(manifest))
-    return Engine(Bundle.load(work), variant="int8", device="cpu", allow_failed=True, calibrated=False)
+    return open_engine(Bundle.load(work), CPU, variant="int8", allow_failed=True, calibrated=False)
 
 
 def measure(engine: Engine, texts: list[str], truth: list[str],
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
 
     bundle = Bundle.load(args.bundle)
     dev = load_labelled(args.eval_data)
-    fp32_engine = Engine(bundle, variant="fp32", device="cpu", allow_failed=True, calibrated=False)
+    fp32_engine = open_engine(bundle, CPU, variant="fp32", allow_failed=True, calibrated=False)
     fp32_row, fp32_logits = measure(fp32_engine, dev.texts, dev.labels)
     pytorch = bundle.manifest.get("pytorch", {}).get("accuracy")
     report = {"bundle": str(args.bundle), "eval": args.eval_data, "n": len(dev),

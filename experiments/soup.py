@@ -1,6 +1,6 @@
 """Average the weights of fine-tuned checkpoints (a uniform "model soup") and score each on a dev file.
 
-    python bench/soup.py checkpoints/real-sentiment-r1 checkpoints/real-sentiment-s4 \\
+    python -m experiments.soup checkpoints/real-sentiment-r1 checkpoints/real-sentiment-s4 \\
         --data ../shared/data/sentiment/sst2_dev.csv [--output checkpoints/soup]
 
 Checkpoints fine-tuned from the same base (and, with the same seed, the same classifier head) can
@@ -19,9 +19,6 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 class SoupError(ValueError):
