@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import MANIFEST, Bundle, hash_files
+from engine.bundle import Bundle, Manifest, Variant, hash_files
 from engine.engine import Engine
 from engine.options import EngineOptions, open_engine
 from train.data import load_labelled
@@ -119,10 +119,10 @@ def candidate_engine(bundle_dir: Path, model: Path, work: Path) -> Engine:
         shutil.rmtree(work)
     shutil.copytree(bundle_dir, work, ignore=shutil.ignore_patterns("model_*.onnx", "*.png"))
     shutil.copy(model, work / "model_int8.onnx")
-    manifest = json.loads((work / MANIFEST).read_text())
-    manifest["variants"]["int8"] = {"file": "model_int8.onnx", "device": "cpu"}
-    manifest["files"] = hash_files(work)
-    (work / MANIFEST).write_text(json.dumps(manifest))
+    manifest = Manifest.read(work)
+    manifest.variants["int8"] = Variant(file="model_int8.onnx", device="cpu")
+    manifest.files = hash_files(work)
+    manifest.write(work)
     return open_engine(Bundle.load(work), CPU, variant="int8", allow_failed=True, calibrated=False)
 
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     dev = load_labelled(args.eval_data)
     fp32_engine = open_engine(bundle, CPU, variant="fp32", allow_failed=True, calibrated=False)
     fp32_row, fp32_logits = measure(fp32_engine, dev.texts, dev.labels)
-    pytorch = bundle.manifest.get("pytorch", {}).get("accuracy")
+    pytorch = bundle.manifest.pytorch.accuracy if bundle.manifest.pytorch else None
     report = {"bundle": str(args.bundle), "eval": args.eval_data, "n": len(dev),
               "pytorch_accuracy": pytorch, "fp32": fp32_row, "candidates": {}}
     with tempfile.TemporaryDirectory() as tmp:
