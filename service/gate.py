@@ -2,7 +2,8 @@
 response passes last (``Service.add_asgi_middleware``, BentoML's public hook).
 
 It caps the prediction requests in flight, refuses oversized, slow and invalid bodies (413, 408,
-400/422) before BentoML sees them, answers /readyz 503 while the worker drains, and turns every
+400/422) before BentoML sees them, answers /readyz 503 until the models are warm and while the
+worker drains, and turns every
 error BentoML itself answers (its plain-text 404 and 405, a 503 of its readiness check) into the
 one shape ``{"error", "type"}``. Nothing here knows the models.
 """
@@ -73,8 +74,13 @@ class RequestGate:
             # BentoML serves Swagger UI at / and the spec at /docs.json
             return await RedirectResponse("/", status_code=307)(scope, receive, send)
         if path == "/readyz" and method in ("GET", "HEAD"):
+            # answered here, not only by the service's __is_ready__, which BentoML before 1.4.x
+            # never asks: ready once the models are warm, until the drain starts
             if self.lifecycle.draining:
                 return await _error_response(ServiceError(ErrorType.SHUTTING_DOWN))(
+                    scope, _no_receive, send)
+            if not self.lifecycle.ready:
+                return await _error_response(ServiceError(ErrorType.NOT_READY))(
                     scope, _no_receive, send)
             return await self.app(scope, receive, _ErrorShaper(send, readiness=True))
         # anything else (probes, /metrics, the docs, unknown routes and methods): Starlette's

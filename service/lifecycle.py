@@ -53,6 +53,7 @@ class Lifecycle:
         self.grace_seconds = grace_seconds
         self.in_flight = 0  # admitted: queued in the batcher or running
         self.reading = 0  # bodies being read (bounded by TEXTCLS_BODY_TIMEOUT_SECONDS)
+        self.ready = False  # the models are loaded and warm (set by the service's start-up hook)
         self.draining = False
         self.answered_while_draining = 0
         self.refused_while_draining = 0

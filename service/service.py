@@ -75,7 +75,6 @@ class TextClassifier:
     topic_model = stored_model(SETTINGS, "topic")
 
     def __init__(self) -> None:
-        self._ready = False
         self.models: dict[str, ServedModel] = open_models(
             self.settings, {task: self._bundle_ref(task) for task in TASKS},
             self.engine_factory, self.explainer_factory)
@@ -106,7 +105,7 @@ class TextClassifier:
         # handlers: the drain can take them over
         if not self.lifecycle.install():
             log.info("SIGTERM is left to the server: not in its main thread")
-        self._ready = True
+        self.lifecycle.ready = True
 
     @bentoml.on_shutdown
     async def stop_batchers(self) -> None:
@@ -114,9 +113,9 @@ class TextClassifier:
             await model.batcher.close()
 
     async def __is_ready__(self) -> bool:
-        # /readyz answers 503 until the models are warm; the gate answers it 503 itself once
-        # the worker drains for shutdown
-        return self._ready and not self.lifecycle.draining
+        # the gate answers /readyz itself (503 until the models are warm and while draining);
+        # this says the same to BentoML versions that ask
+        return self.lifecycle.ready and not self.lifecycle.draining
 
     @bentoml.api(route="/sentiment", input_spec=request_model(SETTINGS))
     async def sentiment(self, texts: list[str]) -> Predictions:
@@ -180,8 +179,12 @@ def service_for(
     """``TextClassifier`` over other settings and engines (tests pass fake engines), declared to
     BentoML again. Its /docs.json states the limits of this module's settings; the gate enforces
     ``settings``' own."""
-    inner = type("TextClassifier", (TextClassifier.inner,), {
-        "__doc__": TextClassifier.inner.__doc__,
+    base = TextClassifier.inner
+    # BentoML 1.4.0 looks for start-up hooks in the class's own namespace: restated here
+    hooks = {name: vars(base)[name] for name in ("warm_up", "stop_batchers")}
+    inner = type("TextClassifier", (base,), {
+        **hooks,
+        "__doc__": base.__doc__,
         "settings": settings,
         "engine_factory": staticmethod(engine_factory),
         "explainer_factory": staticmethod(explainer_factory),

@@ -144,6 +144,31 @@ async def test_error_shaper_turns_a_not_ready_readyz_into_our_shape():
     }
 
 
+async def test_readyz_is_503_not_ready_until_the_models_are_warm_whatever_bentoml_asks(tmp_path):
+    """The gate answers /readyz from the lifecycle: BentoML 1.4.0 never asks __is_ready__."""
+    from starlette.testclient import TestClient
+
+    from service.gate import RequestGate
+    from service.lifecycle import Lifecycle
+    from service.schemas import explain_request_model, request_model
+
+    async def app(scope, receive, send):  # BentoML's own /readyz: always 200
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"\n"})
+
+    settings = fake_settings(tmp_path)
+    lifecycle = Lifecycle(1)
+    gate = RequestGate(app, settings=settings, request_model=request_model(settings),
+                       explain_model=explain_request_model(settings), lifecycle=lifecycle)
+    client = TestClient(gate)
+    cold = client.get("/readyz")
+    assert cold.status_code == 503 and cold.json()["type"] == "not_ready"
+    lifecycle.ready = True
+    assert client.get("/readyz").status_code == 200
+    lifecycle.draining = True
+    assert client.get("/readyz").json()["type"] == "shutting_down"
+
+
 async def test_real_engine_round_trip_on_the_tiny_bundles(tiny_bundles, tmp_path):
     settings = fake_settings(tmp_path)
     settings = settings.model_copy(update={f"{task}_model": str(path)
