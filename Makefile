@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install models serve test soak bench engine-bench bento image base-image image-test lock clean real-topic real-sentiment real-models
+.PHONY: install models serve test bentoml-range soak bench engine-bench bento image base-image image-test lock clean real-topic real-sentiment real-models
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,24 @@ serve: models
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The BentoML range pyproject.toml allows, tested at both ends (the main run tests constraints.txt's
+# version): the service's own tests on the oldest and the newest BentoML 1.4 in a copy of the venv
+# where only BentoML (and what it needs) changes. 1.4.20 is the first 1.4 that runs without the
+# retired `fs` package (older ones need setuptools' pkg_resources, gone from current setuptools).
+BENTOML_VERSIONS ?= 1.4.20 1.4.40
+RANGE_TESTS ?= tests/service/test_batcher.py tests/service/test_internals.py \
+  tests/service/test_batching_strategy.py tests/service/test_service_batching.py \
+  tests/service/test_service_http.py tests/service/test_service_serve.py
+bentoml-range: install
+	@set -e; for v in $(BENTOML_VERSIONS); do \
+	  echo "bentoml-range: BentoML $$v"; \
+	  rm -rf build/venv-bentoml-$$v; cp -a $(VENV) build/venv-bentoml-$$v; \
+	  build/venv-bentoml-$$v/bin/python -m pip install -q "bentoml==$$v"; \
+	  build/venv-bentoml-$$v/bin/python -c "import bentoml; assert bentoml.__version__ == '$$v', bentoml.__version__"; \
+	  build/venv-bentoml-$$v/bin/python -m pytest -q -p no:cacheprovider $(RANGE_TESTS) $(PYTEST_ARGS); \
+	  rm -rf build/venv-bentoml-$$v; \
+	done
 
 # The soak benchmark (docs/reliability.md): the served models at 70% of their measured peak for
 # 10 minutes; errors, p99 drift and resident memory to docs/reports/soak.json. Needs ../shared.

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from engine.long_texts import LongTextRule
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
-from engine.bundle import TOKENIZER, Bundle, BundleError, resolve_bundle
+from engine.bundle import TOKENIZER, Bundle, BundleError
 from engine.scores import average_windows, softmax
 
 log = logging.getLogger(__name__)
@@ -181,10 +181,6 @@ class Engine:
             "temperature=%.3f (windows: %.3f)", self.task, self.variant, self.provider, self.threads,
             self.version, self.long_texts.rule, self.temperature, self.window_temperature,
         )
-
-    @classmethod
-    def from_ref(cls, ref: str, **kwargs) -> "Engine":
-        return cls(resolve_bundle(ref), **kwargs)
 
     @property
     def task(self) -> str:

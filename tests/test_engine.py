@@ -66,7 +66,9 @@ def test_every_cpu_variant_agrees_with_fp32(tiny_bundles):
 
 
 def test_the_default_variant_is_the_bundles_cpu_variant(tiny_bundles):
-    engine = Engine.from_ref("topic", device="cpu")
+    from engine.options import EngineOptions, open_engine
+
+    engine = open_engine("topic", EngineOptions(device="cpu"))
     assert engine.variant == engine.bundle.cpu_variant
     assert engine.provider == "CPUExecutionProvider"
 

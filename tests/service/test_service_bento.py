@@ -23,9 +23,9 @@ TRAINING_ONLY = ("torch", "transformers", "optimum", "datasets", "accelerate")
 SERVING_PATH = """
 import sys
 import service.service as s
-from engine.engine import Engine
+from engine.options import EngineOptions, open_engine
 s.TextClassifier.to_asgi()  # what a bentoml worker builds
-engine = Engine.from_ref(sys.argv[1], device="cpu")
+engine = open_engine(sys.argv[1], EngineOptions(device="cpu"))
 engine.warmup()
 assert len(engine.predict(["a great film", "dull"])) == 2
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {names})
