@@ -8,6 +8,7 @@ own, bounded by ``batch_timeout_seconds``) → postprocess (label dicts, metrics
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -178,16 +179,22 @@ class ServedModel:
         limit = self.settings.max_chars_per_text
         return ClippedText(text[:limit]) if len(text) > limit else text
 
-    async def classify(self, texts: list[str]) -> list[dict]:
-        """One prediction dict per text, in order, through the queue."""
-        return await self.batcher.submit([self.clip(text) for text in texts])
+    async def classify(self, texts: list[str]) -> bytes:
+        """The JSON answer: one prediction per text, in order, through the queue."""
+        parts = await self.batcher.submit([self.clip(text) for text in texts])
+        return b"[" + b", ".join(parts) + b"]"
 
     def _batch_starts(self, entries: list[Entry], now: float) -> None:
         self.metrics.observe_queue(self.task, [e.waited(now) for e in entries if e.first])
 
-    async def _predict(self, texts: list[str]) -> list[dict]:
-        plain = [str(text) for text in texts]
-        result: BatchResult = await self.thread.run(lambda: self.engine.run(plain), len(texts))
+    async def _predict(self, texts: list[str]) -> list[bytes]:
+        return await self.thread.run(lambda: self._run(texts), len(texts))
+
+    def _run(self, texts: list[str]) -> list[bytes]:
+        """predict and postprocess, on the model's thread: the event loop is the busier of the
+        two under load (py-spy: 89% against 64% at 128 clients), so everything per text that
+        need not be there (metrics, the JSON of each prediction) is done here."""
+        result: BatchResult = self.engine.run([str(text) for text in texts])
         if len(result.predictions) != len(texts):
             raise RuntimeError(f"{self.task} engine answered {len(result.predictions)} "
                                f"predictions for {len(texts)} texts")
@@ -196,7 +203,8 @@ class ServedModel:
                   if truncated or isinstance(text, ClippedText))
         self.metrics.observe_batch(self.task, result, truncated=cut,
                                    long_text_rule=self.engine.long_texts.rule)
-        return [p.to_dict() for p in result.predictions]
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        return [encode(p.to_dict()).encode() for p in result.predictions]
 
     def warmup(self) -> None:
         started = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from starlette.responses import Response
 
 from core.tasks import TASKS
 from engine.explain import ExplainError
@@ -151,7 +152,9 @@ class TextClassifier:
 
     async def _classify(self, task: str, texts: list[str]):
         try:
-            return await self.models[task].classify(texts)
+            # the JSON is made on the model's thread (service/models.py); BentoML passes a
+            # Response on as it is
+            return Response(await self.models[task].classify(texts), media_type="application/json")
         except Overloaded:
             return shaped_response(ServiceError(ErrorType.OVERLOADED))
         except BatchTimeout:
