@@ -14,12 +14,22 @@ the installed packages and fails with this module's name when one no longer hold
    ``/proc/self/fd`` (``/dev/fd`` elsewhere). BentoML's arbiter (circus) creates the socket and
    passes its file descriptor to each worker; no API of BentoML or circus names it. Checked:
    BentoML 1.4.39/1.4.40 with circus 0.18.3, Linux.
+
+The tests also check what `bentoml build` and `bentoml containerize` make of this project, and
+read two facts of BentoML's image build that no public API states (used by tests only):
+
+3. ``bento_image_layout()``: where BentoML's Dockerfile puts the Bento in the image and the uid
+   and gid it runs as (``bentoml._internal.container.generate``), which the Kubernetes manifests
+   must match. Checked: BentoML 1.4.20, 1.4.39, 1.4.40.
+4. ``write_bento_requirements(target, root)``: the requirements file BentoML writes into a Bento
+   from bentofile.yaml (``BentoBuildConfig...write_to_bento``), offline. Checked: BentoML 1.4.39.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any, Iterator
 
 CHECKED = {"uvicorn": ("0.54.0",), "circus": ("0.18.3",), "bentoml": ("1.4.39", "1.4.40")}
@@ -59,6 +69,24 @@ def listening_sockets() -> Iterator[socket.socket]:
                 listening = False
             if listening:
                 yield sock
+
+
+def bento_image_layout() -> tuple[str, int]:
+    """(the Bento's path in a BentoML image, the uid and gid its processes run as)."""
+    from bentoml._internal.container.generate import BENTO_PATH, BENTO_UID_GID
+
+    return BENTO_PATH, BENTO_UID_GID
+
+
+def write_bento_requirements(target: Path, root: Path) -> Path:
+    """What `bentoml build` writes as the Bento's env/python/requirements.txt, written under
+    ``target``; returns its path."""
+    from bentoml._internal.bento.build_config import BentoBuildConfig
+
+    with (root / "bentofile.yaml").open() as f:
+        config = BentoBuildConfig.from_yaml(f).with_defaults()
+    config.python.write_to_bento(target, str(root))
+    return target / "env" / "python" / "requirements.txt"
 
 
 def _open_fds() -> list[int]:

@@ -368,8 +368,9 @@ def test_pods_run_non_root_read_only_with_requests_and_limits(target):
 
 @pytest.mark.reliability
 def test_the_pods_run_as_the_bento_images_user_and_write_only_to_empty_dirs():
-    from bentoml._internal.container.generate import BENTO_PATH, BENTO_UID_GID
+    from service.internals import bento_image_layout
 
+    BENTO_PATH, BENTO_UID_GID = bento_image_layout()
     for target in [*OVERLAYS.values(), JOB, MERGE]:
         for obj in render(target):
             if obj["kind"] not in POD_TEMPLATE_KINDS:
@@ -986,9 +987,9 @@ def test_the_batch_job_and_its_merge_run_in_the_image(image, tmp_path):
 
 
 def image_bento_path() -> str:
-    from bentoml._internal.container.generate import BENTO_PATH
+    from service.internals import bento_image_layout
 
-    return BENTO_PATH
+    return bento_image_layout()[0]
 
 
 @pytest.fixture(scope="module")

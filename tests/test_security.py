@@ -114,12 +114,9 @@ def test_the_bentos_requirements_keep_every_hash(tmp_path):
     """BentoML's own build step (PythonOptions.write_to_bento, offline) copies the lock into the
     Bento's env/python/requirements.txt, which the image installs with `uv pip install -r`: every
     locked package keeps its hashes, and the only unhashed line is bentoml's, at the locked version."""
-    from bentoml._internal.bento.build_config import BentoBuildConfig
+    from service.internals import write_bento_requirements
 
-    with (ROOT / "bentofile.yaml").open() as f:
-        config = BentoBuildConfig.from_yaml(f).with_defaults()
-    config.python.write_to_bento(tmp_path, str(ROOT))
-    written = RequirementsFile.from_file(str(tmp_path / "env" / "python" / "requirements.txt"))
+    written = RequirementsFile.from_file(str(write_bento_requirements(tmp_path, ROOT)))
     assert not (tmp_path / "env" / "python" / "requirements.lock.txt").exists()
 
     locked = {(canonicalize_name(r.name), r.get_pinned_version, tuple(r.hash_options))

@@ -55,3 +55,9 @@ def test_listening_sockets_finds_this_processes_listeners_and_nothing_else():
 def test_the_versions_read_are_stated():
     assert set(internals.CHECKED) == {"uvicorn", "circus", "bentoml"}
     assert all(internals.CHECKED.values())
+
+
+def test_bentomls_image_layout_is_read():
+    path, uid = internals.bento_image_layout()
+    assert path.startswith("/") and isinstance(uid, int) and uid > 0, \
+        BROKEN.format(what="bentoml") + "no Bento path or uid in its container module"
