@@ -229,6 +229,9 @@ def _print_variants(manifest: dict) -> None:
     if manifest.get("pytorch", {}).get("accuracy") is not None:
         console.print(f"PyTorch accuracy: {manifest['pytorch']['accuracy']:.4f} on "
                       f"{manifest.get('eval', {}).get('n', '?')} texts", highlight=False)
+    if (choice := manifest.get("cpu_choice")) and choice.get("reason"):
+        console.print(f"served on CPU: {choice.get('variant')}: {choice['reason']} (seq/s: medians "
+                      "over interleaved rounds)", highlight=False, soft_wrap=True)
     for failure in failed_variants(manifest):
         console.print(f"[yellow]failed, never served:[/] {failure}", highlight=False, soft_wrap=True)
     _print_calibration(manifest)
