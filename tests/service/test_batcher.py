@@ -46,6 +46,19 @@ def batcher(model: Model, **kwargs) -> Batcher:
     return Batcher(model, **{**options, **kwargs})
 
 
+async def behind_a_running_batch(model: Model, queue: Batcher, requests: list[list[str]],
+                                 hold: float = 0.01):
+    """A first request whose batch the model holds while ``requests`` queue behind it, ``hold``
+    seconds; then the model goes on. Returns the first request's task and the others'."""
+    model.gate.clear()
+    first = asyncio.create_task(queue.submit(["first"]))
+    await model.started.wait()
+    tasks = [asyncio.create_task(queue.submit(texts)) for texts in requests]
+    await asyncio.sleep(hold)
+    model.gate.set()
+    return first, tasks
+
+
 async def test_a_lone_request_starts_at_once_also_right_after_a_burst():
     model = Model(delay=BATCH_SECONDS)
     queue = batcher(model)
@@ -71,13 +84,9 @@ async def test_a_lone_request_starts_at_once_also_right_after_a_burst():
 
 async def test_requests_queued_behind_a_running_batch_go_together_in_the_next_one():
     model = Model()
-    model.gate.clear()
     queue = batcher(model, max_batch_size=64)
-    first = asyncio.create_task(queue.submit(["first"]))
-    await model.started.wait()
-    rest = [asyncio.create_task(queue.submit([f"queued {i}", f"and {i}"])) for i in range(10)]
-    await asyncio.sleep(0.01)
-    model.gate.set()
+    first, rest = await behind_a_running_batch(
+        model, queue, [[f"queued {i}", f"and {i}"] for i in range(10)])
     assert await first == ["FIRST"]
     assert [await r for r in rest] == [[f"QUEUED {i}", f"AND {i}"] for i in range(10)]
     await queue.close()
@@ -97,15 +106,10 @@ async def test_a_request_larger_than_a_batch_is_split_and_answered_in_order():
 
 async def test_a_batch_never_holds_more_than_max_batch_size_texts_nor_splits_an_entry():
     model = Model()
-    model.gate.clear()
     queue = batcher(model, max_batch_size=5)
-    first = asyncio.create_task(queue.submit(["first"]))
-    await model.started.wait()
     sizes = [3, 2, 2, 1, 4]
-    tasks = [asyncio.create_task(queue.submit([f"r{i}-{j}" for j in range(n)]))
-             for i, n in enumerate(sizes)]
-    await asyncio.sleep(0.01)
-    model.gate.set()
+    first, tasks = await behind_a_running_batch(
+        model, queue, [[f"r{i}-{j}" for j in range(n)] for i, n in enumerate(sizes)])
     await asyncio.gather(first, *tasks)
     await queue.close()
     # whole requests in arrival order: 3+2 | 2+1 (the next 4 would not fit) | 4
@@ -137,13 +141,8 @@ async def test_max_queue_delay_ends_early_when_a_full_batch_is_queued():
 
 async def test_an_entry_that_waited_past_max_latency_is_shed_and_the_rest_are_served():
     model = Model()
-    model.gate.clear()
     queue = batcher(model, max_latency=0.1)
-    first = asyncio.create_task(queue.submit(["first"]))
-    await model.started.wait()
-    late = asyncio.create_task(queue.submit(["waits too long"]))
-    await asyncio.sleep(0.2)
-    model.gate.set()
+    first, (late,) = await behind_a_running_batch(model, queue, [["waits too long"]], hold=0.2)
     assert await first == ["FIRST"]
     with pytest.raises(Overloaded, match="waited"):
         await late
@@ -155,13 +154,9 @@ async def test_an_entry_that_waited_past_max_latency_is_shed_and_the_rest_are_se
 
 async def test_a_failing_batch_fails_only_its_own_requests():
     model = Model()
-    model.gate.clear()
     queue = batcher(model)
-    first = asyncio.create_task(queue.submit(["first"]))
-    await model.started.wait()
-    same_batch = [asyncio.create_task(queue.submit([t])) for t in ("fine", "POISON", "also fine")]
-    await asyncio.sleep(0.01)
-    model.gate.set()
+    first, same_batch = await behind_a_running_batch(
+        model, queue, [[t] for t in ("fine", "POISON", "also fine")])
     assert await first == ["FIRST"]
     for task in same_batch:
         with pytest.raises(RuntimeError, match="the batch failed"):
