@@ -37,7 +37,7 @@ RANGE_TESTS ?= tests/service/test_batcher.py tests/service/test_internals.py \
 bentoml-range: install
 	@set -e; for v in $(BENTOML_VERSIONS); do \
 	  echo "bentoml-range: BentoML $$v"; \
-	  rm -rf build/venv-bentoml-$$v; cp -a $(VENV) build/venv-bentoml-$$v; \
+	  rm -rf build/venv-bentoml-$$v; mkdir -p build; cp -a $(VENV) build/venv-bentoml-$$v; \
 	  build/venv-bentoml-$$v/bin/python -m pip install -q "bentoml==$$v"; \
 	  build/venv-bentoml-$$v/bin/python -c "import bentoml; assert bentoml.__version__ == '$$v', bentoml.__version__"; \
 	  build/venv-bentoml-$$v/bin/python -m pytest -q -p no:cacheprovider $(RANGE_TESTS) $(PYTEST_ARGS); \
