@@ -143,7 +143,10 @@ class Batcher(Generic[R]):
             self.batches += 1
             texts = [text for entry in batch for text in entry.texts]
             if self.on_batch_start is not None:
-                self.on_batch_start(batch, time.perf_counter())
+                try:  # metrics: never worth a batch
+                    self.on_batch_start(batch, time.perf_counter())
+                except Exception:
+                    log.exception("%s: recording a batch's start failed", self.name)
             try:
                 outputs = await self.process(texts)
                 if len(outputs) != len(texts):

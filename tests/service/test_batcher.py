@@ -224,3 +224,13 @@ async def test_close_cancels_what_is_still_queued():
     for task in (running, queued):
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_failing_batch_start_hook_costs_no_batch():
+    def broken(entries, now):
+        raise RuntimeError("metrics down")
+
+    queue = batcher(Model(), on_batch_start=broken)
+    assert await queue.submit(["a"]) == ["A"]
+    assert await queue.submit(["b"]) == ["B"]
+    await queue.close()
