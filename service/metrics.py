@@ -1,15 +1,14 @@
 """Prometheus metrics of the service: prefix ``textcls_``, durations in seconds, labelled by task.
 
 They are plain ``prometheus_client`` collectors on its default registry, which is what BentoML's
-``/metrics`` exposes: in ``bentoml serve`` workers PROMETHEUS_MULTIPROC_DIR is set
-(_bentoml_impl/server/serving.py:199) and the endpoint merges every worker's files with a
-MultiProcessCollector (bentoml/_internal/server/metrics/prometheus.py:100-111).
-``bentoml.metrics`` is only a deprecated alias of prometheus_client in BentoML 1.4
-(bentoml/metrics.py:1-37), so it is not used.
+``/metrics`` exposes: in ``bentoml serve`` workers PROMETHEUS_MULTIPROC_DIR is set and the
+endpoint merges every worker's files with a MultiProcessCollector (tests/service/
+test_service_serve.py reads them there). ``bentoml.metrics`` is only a deprecated alias of
+prometheus_client in BentoML 1.4, so it is not used.
 
-prometheus_client picks its value store (memory or multiprocess files) when it is first imported
-(prometheus_client/values.py:152-163), so it is imported here only when the metrics are first
-made, inside the serving process, never at module import.
+prometheus_client picks its value store (memory or multiprocess files) when it is first imported,
+so it is imported here only when the metrics are first made, inside the serving process, never at
+module import.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ class ServiceSettings(BaseSettings, EngineOptions):
 class SettingsError(BentoMLException):
     """Invalid TEXTCLS_* settings; the message names each variable and what is wrong with it.
     A BentoMLException, so `bentoml serve` prints it as one message, not a traceback
-    (bentoml_cli/utils.py:353-371)."""
+    (tests/service/test_start_faults.py)."""
 
 
 def env_name(field: str) -> str:
