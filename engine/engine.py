@@ -43,19 +43,6 @@ class Prediction:
         return {"label": self.label, "score": self.score, "scores": self.scores}
 
 
-@dataclass(frozen=True)
-class EncodedText:
-    """One text as the model reads it: the token ids of each of its windows (one, unless the
-    long-text rule reads it as several), and whether some of its tokens are not read."""
-
-    rows: list[list[int]]
-    truncated: bool
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(row) for row in self.rows)
-
-
 @dataclass
 class BatchResult:
     predictions: list[Prediction]
@@ -195,29 +182,12 @@ class Engine:
         return self.bundle.version
 
     def run(self, texts: list[str]) -> BatchResult:
-        t0 = time.perf_counter()
-        items = self.encode(texts)
-        return self.run_encoded(items, tokenize_seconds=time.perf_counter() - t0)
-
-    def encode(self, texts: list[str]) -> list["EncodedText"]:
-        """Each text as the model reads it (tokenized, cut by the long-text rule)."""
         if not texts:
-            return []
-        rows, owners, truncated, windows = self.read(self.tokenizer.encode_batch(list(texts)))
-        items, start = [], 0
-        for cut, n in zip(truncated, windows):
-            items.append(EncodedText(rows[start:start + n], cut))
-            start += n
-        return items
-
-    def run_encoded(self, items: list["EncodedText"], tokenize_seconds: float = 0.0) -> BatchResult:
-        """Predictions for texts ``encode`` already read, in their order."""
-        if not items:
             return BatchResult(predictions=[], logits=np.zeros((0, len(self.labels)), np.float32))
-        rows = [row for item in items for row in item.rows]
-        windows = [len(item.rows) for item in items]
-        owners = np.repeat(np.arange(len(items)), windows)
-        truncated = [item.truncated for item in items]
+        t0 = time.perf_counter()
+        encodings = self.tokenizer.encode_batch(list(texts))
+        rows, owners, truncated, windows = self.read(encodings)
+        tokenize_seconds = time.perf_counter() - t0
 
         lengths = np.array([len(r) for r in rows])
         order = np.argsort(lengths, kind="stable")
@@ -230,7 +200,7 @@ class Engine:
             padded += feed["input_ids"].size
             row_logits[idx] = self.session.run(None, feed)[0]
         inference_seconds = time.perf_counter() - t1
-        logits = average_windows(row_logits, owners, len(items))
+        logits = average_windows(row_logits, owners, len(texts))
 
         return BatchResult(
             predictions=self.postprocess(logits, windows),
