@@ -9,14 +9,16 @@ window count) are declared here once; the service reads them from ``TEXTCLS_*`` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.system import DEFAULT_BATCH_TOKENS, available_cores
 from engine.bundle import Bundle, override_long_texts, resolve_bundle
-from engine.engine import Engine
 from engine.long_texts import RULES, LongTextRule
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -94,6 +96,10 @@ def open_engine(ref: str | Path | Bundle, options: EngineOptions | None = None, 
                 calibrated: bool = True) -> Engine:
     """The engine for a bundle: a ``Bundle``, a directory, or a BentoML store tag (``topic``,
     ``topic:VERSION``). ``variant`` None: the one the bundle serves on the chosen device."""
+    # imported here: the options are read where no engine is opened (`textcls score --url`, the
+    # CLI's parsing), and the engine loads ONNX Runtime
+    from engine.engine import Engine
+
     options = options or EngineOptions()
     bundle = ref if isinstance(ref, Bundle) else resolve_bundle(ref)
     return Engine(
