@@ -225,7 +225,7 @@ def test_the_evaluate_stage_returns_its_figures_without_the_cli(tiny_bundles, ti
     assert result.accuracy == pytest.approx(manifest["variants"][variant]["accuracy"], abs=1e-4)
     assert progress.events[0] == ("start", result.model, result.n, result.long_texts.rule)
     assert [e[1] for e in progress.events[1:]] == [64, 64, result.n - 128]  # EVAL_BATCH_SIZE texts a call
-    assert sum(map(sum, result.confusion)) == result.n and "precision" in result.report_text
+    assert sum(map(sum, result.evaluation.confusion)) == result.n and "precision" in result.evaluation.report_text
     assert result.cost.model_inputs == result.n
     assert result.calibration.ece == pytest.approx(manifest["calibration"]["ece_after"], abs=1e-4)
     assert set(result.plots) == {"confusion matrix", "reliability diagram"}

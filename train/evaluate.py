@@ -139,20 +139,8 @@ class EvaluationResult:
         return self.evaluation.n
 
     @property
-    def confusion(self) -> list[list[int]]:
-        return self.evaluation.confusion
-
-    @property
-    def report_text(self) -> str:
-        return self.evaluation.report_text
-
-    @property
     def report(self) -> Path:
         return self.output / "report.md"
-
-    @property
-    def texts_per_second(self) -> float:
-        return self.n / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
         """The figures in one JSON-ready mapping (the line `textcls evaluate` prints)."""
